@@ -1,0 +1,348 @@
+//! `fer`: train and evaluate the FER2013 models natively, with the same library code the
+//! browser runs, so every figure the page shows can be reproduced from a terminal.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use fer_cnn::data::input::AugmentConfig;
+use fer_cnn::data::{read_fer2013_path, Dataset, Parsed, Usage, EMOTIONS};
+use fer_cnn::engine::{Network, OptimizerKind};
+use fer_cnn::models::{load_model, preset, save_model, StoredDtype, PRESETS};
+use fer_cnn::train::{evaluate, Evaluation, Schedule, TrainConfig, Trainer, Tta};
+use fer_cnn::{FerError, Result};
+
+#[derive(Parser)]
+#[command(name = "fer", version, about = "Train and evaluate facial expression CNNs on FER2013")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model on the file's Training rows; reports PublicTest accuracy after each epoch.
+    Train(TrainArgs),
+    /// Evaluate a model: accuracy, per-class accuracy and the confusion matrix.
+    Eval(EvalArgs),
+    /// Describe a model file or preset: layers, parameters, multiply-adds.
+    Info {
+        /// A .safetensors model, or a preset name.
+        model: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OptimizerArg {
+    Sgd,
+    Adam,
+    Adamw,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ScheduleArg {
+    Constant,
+    Cosine,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TtaArg {
+    None,
+    Flip,
+    FlipShift,
+}
+
+impl From<TtaArg> for Tta {
+    fn from(arg: TtaArg) -> Tta {
+        match arg {
+            TtaArg::None => Tta::None,
+            TtaArg::Flip => Tta::Flip,
+            TtaArg::FlipShift => Tta::FlipShift,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// FER2013 CSV (.csv or .csv.gz)
+    #[arg(long)]
+    csv: PathBuf,
+    /// Architecture
+    #[arg(long, default_value = "seed")]
+    preset: String,
+    /// Train on the first N Training rows only (the paper used 6,000)
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f32,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, value_enum, default_value = "adam")]
+    optimizer: OptimizerArg,
+    /// SGD momentum (Nesterov)
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f32,
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f32,
+    #[arg(long, value_enum, default_value = "constant")]
+    schedule: ScheduleArg,
+    #[arg(long, default_value_t = 0)]
+    warmup_epochs: usize,
+    #[arg(long, default_value_t = 0.0)]
+    label_smoothing: f32,
+    /// Random shifts, rotations, zoom, flips and erasing
+    #[arg(long)]
+    augment: bool,
+    /// Mixup Beta(α, α); 0 = off
+    #[arg(long, default_value_t = 0.0)]
+    mixup: f32,
+    /// Weight classes by inverse frequency
+    #[arg(long)]
+    class_weights: bool,
+    /// Test-time augmentation for the per-epoch PublicTest evaluation
+    #[arg(long, value_enum, default_value = "none")]
+    tta: TtaArg,
+    /// Store weights as f16 (half the size)
+    #[arg(long)]
+    half: bool,
+    /// Continue from the checkpoint written next to --out (OUT.ckpt) after every epoch
+    #[arg(long)]
+    resume: bool,
+    /// Where to write the trained model (.safetensors)
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// Model file; the default model (www/models/default.safetensors) when omitted
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// FER2013 CSV (.csv or .csv.gz)
+    #[arg(long)]
+    csv: PathBuf,
+    /// Only rows of this Usage (Training, PublicTest, PrivateTest); all rows when omitted
+    #[arg(long)]
+    usage: Option<Usage>,
+    #[arg(long, value_enum, default_value = "none")]
+    tta: TtaArg,
+    /// Print exactly one JSON object on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train(args) => train(args),
+        Command::Eval(args) => eval(args),
+        Command::Info { model } => info(&model),
+    }
+}
+
+fn load_csv(path: &Path, quiet: bool) -> Result<Dataset> {
+    let started = Instant::now();
+    let size = std::fs::metadata(path).map_err(|e| FerError::Data(format!("cannot read {}: {e}", path.display())))?.len();
+    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(size) };
+    bar.set_style(ProgressStyle::with_template("reading {msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}").expect("valid template"));
+    bar.set_message(path.display().to_string());
+    let Parsed { dataset, report } = read_fer2013_path(path, |read| bar.set_position(read))?;
+    bar.finish_and_clear();
+    if !quiet {
+        let usages: Vec<String> = Usage::ALL.iter().map(|u| format!("{} {}", u.name(), report.per_usage[u.index()])).collect();
+        eprintln!("read {} faces in {:.1}s ({}); {} bad rows", report.rows_ok, started.elapsed().as_secs_f32(), usages.join(", "), report.rows_bad);
+        for bad in report.bad_rows.iter().take(5) {
+            eprintln!("  line {}: {}", bad.line, bad.reason);
+        }
+    }
+    Ok(dataset)
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| FerError::Io(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))))
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    // Write then rename, so an interrupted run never leaves a truncated model or checkpoint.
+    let temporary = path.with_extension("partial");
+    std::fs::write(&temporary, bytes).and_then(|()| std::fs::rename(&temporary, path))
+        .map_err(|e| FerError::Io(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))))
+}
+
+fn train(args: TrainArgs) -> Result<()> {
+    let data = load_csv(&args.csv, false)?;
+    let mut train_rows = data.indices_of(Usage::Training);
+    if let Some(limit) = args.limit {
+        train_rows.truncate(limit);
+    }
+    let test_rows = data.indices_of(Usage::PublicTest);
+    let config = TrainConfig {
+        epochs: args.epochs,
+        batch_size: args.batch,
+        lr: args.lr,
+        optimizer: match args.optimizer {
+            OptimizerArg::Sgd => OptimizerKind::Sgd { momentum: args.momentum, nesterov: true },
+            OptimizerArg::Adam => OptimizerKind::adam(),
+            OptimizerArg::Adamw => OptimizerKind::adamw(),
+        },
+        weight_decay: args.weight_decay,
+        schedule: match args.schedule {
+            ScheduleArg::Constant => Schedule::Constant,
+            ScheduleArg::Cosine => Schedule::Cosine { warmup_epochs: args.warmup_epochs },
+        },
+        label_smoothing: args.label_smoothing,
+        augment: args.augment.then(AugmentConfig::default),
+        mixup_alpha: args.mixup,
+        class_weights: args.class_weights,
+        seed: args.seed,
+    };
+    let checkpoint_path = args.out.with_extension("ckpt");
+    let mut trainer = if args.resume && checkpoint_path.exists() {
+        let trainer = Trainer::resume(&read_file(&checkpoint_path)?, &data, train_rows.clone(), Some(args.epochs))?;
+        eprintln!("resumed {} after epoch {}", checkpoint_path.display(), trainer.epoch());
+        trainer
+    } else {
+        Trainer::new(Network::new(preset(&args.preset)?, args.seed)?, config, &data, train_rows.clone())?
+    };
+    let spec = trainer.network.spec().clone();
+    eprintln!(
+        "training '{}' ({} parameters, {:.1} M multiply-adds per face) on {} faces, {} epochs",
+        spec.name,
+        trainer.network.parameter_count(),
+        trainer.network.macs() as f64 / 1e6,
+        train_rows.len(),
+        trainer.config().epochs
+    );
+    let tta: Tta = args.tta.into();
+    let mut last_test: Option<Evaluation> = None;
+    let mut history = Vec::new();
+    while !trainer.is_finished() {
+        let epoch = trainer.epoch() + 1;
+        let bar = ProgressBar::new(trainer.steps_per_epoch() as u64);
+        bar.set_style(ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} {per_sec} ETA {eta} {msg}").expect("valid template"));
+        bar.set_prefix(format!("{epoch}/{}", trainer.config().epochs));
+        let started = Instant::now();
+        let (mut loss_sum, mut seen) = (0.0f32, 0usize);
+        let metrics = trainer.train_epoch(&data, |step| {
+            loss_sum += step.loss * step.samples as f32;
+            seen += step.samples;
+            bar.set_message(format!("loss {:.4} lr {:.2e}", loss_sum / seen as f32, step.lr));
+            bar.inc(1);
+        });
+        bar.finish_and_clear();
+        let seconds = started.elapsed().as_secs_f32();
+        let mut line = format!(
+            "epoch {epoch}: loss {:.4}, train accuracy {:.2}%, {:.0} faces/s",
+            metrics.loss,
+            metrics.accuracy * 100.0,
+            metrics.samples as f32 / seconds
+        );
+        if !test_rows.is_empty() {
+            let test = evaluate(&mut trainer.network, &data, &test_rows, tta);
+            line += &format!(", PublicTest accuracy {:.2}% (loss {:.4})", test.accuracy * 100.0, test.loss);
+            last_test = Some(test);
+        }
+        println!("{line}");
+        history.push(line);
+        write_file(&checkpoint_path, &trainer.checkpoint()?)?;
+    }
+
+    let train_eval = evaluate(&mut trainer.network, &data, &train_rows, Tta::None);
+    println!("final: train accuracy {:.2}% (no augmentation, eval mode)", train_eval.accuracy * 100.0);
+    let mut metadata = HashMap::from([
+        ("training".to_string(), serde_json::to_string(trainer.config()).unwrap_or_default()),
+        ("train_rows".to_string(), train_rows.len().to_string()),
+        ("train_accuracy".to_string(), format!("{:.4}", train_eval.accuracy)),
+    ]);
+    if let Some(test) = &last_test {
+        metadata.insert("publictest_accuracy".into(), format!("{:.4}", test.accuracy));
+    }
+    let dtype = if args.half { StoredDtype::F16 } else { StoredDtype::F32 };
+    let bytes = save_model(&trainer.network, dtype, &metadata)?;
+    write_file(&args.out, &bytes)?;
+    eprintln!("saved {} ({} bytes)", args.out.display(), bytes.len());
+    Ok(())
+}
+
+fn default_model_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("www/models/default.safetensors")
+}
+
+fn eval(args: EvalArgs) -> Result<()> {
+    let model_path = args.model.unwrap_or_else(default_model_path);
+    let mut network = load_model(&read_file(&model_path)?)?.network;
+    let data = load_csv(&args.csv, args.json)?;
+    let rows: Vec<usize> = match args.usage {
+        Some(usage) => data.indices_of(usage),
+        None => (0..data.len()).collect(),
+    };
+    if rows.is_empty() {
+        return Err(FerError::Data(format!("no rows to evaluate{}", args.usage.map_or(String::new(), |u| format!(" with Usage {}", u.name())))));
+    }
+    let started = Instant::now();
+    let result = evaluate(&mut network, &data, &rows, args.tta.into());
+    let seconds = started.elapsed().as_secs_f64();
+    if args.json {
+        let json = serde_json::json!({
+            "accuracy": result.accuracy,
+            "n": result.n,
+            "per_class": result.per_class,
+            "confusion": result.confusion,
+        });
+        println!("{json}");
+        return Ok(());
+    }
+    println!("model {} ('{}'), {} faces", model_path.display(), network.spec().name, result.n);
+    println!("accuracy {:.2}%  ({:.0} faces/s)", result.accuracy * 100.0, result.n as f64 / seconds);
+    println!("{:>10} {:>7}   confusion (rows: true, columns: predicted)", "class", "acc");
+    let header: Vec<String> = EMOTIONS.iter().map(|e| format!("{:>6}", &e[..e.len().min(5)])).collect();
+    println!("{:>10} {:>7}   {}", "", "", header.join(""));
+    for (k, name) in EMOTIONS.iter().enumerate() {
+        let cells: Vec<String> = result.confusion[k].iter().map(|c| format!("{c:>6}")).collect();
+        println!("{name:>10} {:>6.1}%   {}", result.per_class[k] * 100.0, cells.join(""));
+    }
+    Ok(())
+}
+
+fn info(model: &str) -> Result<()> {
+    let (network, metadata) = if Path::new(model).exists() {
+        let loaded = load_model(&read_file(Path::new(model))?)?;
+        (loaded.network, loaded.metadata)
+    } else {
+        (Network::new(preset(model)?, 0).map_err(|e| FerError::Config(format!("{e}; presets: {}", preset_names())))?, HashMap::new())
+    };
+    let spec = network.spec();
+    println!("{}: input {:?}, {} classes", spec.name, spec.input, spec.classes);
+    for (i, layer) in spec.layers.iter().enumerate() {
+        println!("  {i:>2} {layer:?}");
+    }
+    println!("parameters: {}", network.parameter_count());
+    println!("multiply-adds per face: {}", network.macs());
+    let mut keys: Vec<_> = metadata.iter().collect();
+    keys.sort();
+    for (key, value) in keys {
+        println!("{key}: {value}");
+    }
+    Ok(())
+}
+
+fn preset_names() -> String {
+    PRESETS.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ")
+}

@@ -1,0 +1,93 @@
+//! Layers without parameters that act element-wise or only reshape: ReLU, flatten, dropout.
+
+use ndarray::IxDyn;
+use rand::Rng as _;
+
+use super::{Layer, Mode};
+use crate::engine::tensor::{as_slice_mut, standard, Tensor};
+
+#[derive(Default)]
+pub struct Relu {
+    /// Which inputs were positive (training mode): the gradient passes only there.
+    active: Vec<bool>,
+}
+
+impl Layer for Relu {
+    fn forward(&mut self, mut input: Tensor, mode: &mut Mode) -> Tensor {
+        let values = as_slice_mut(&mut input);
+        if mode.is_train() {
+            self.active.clear();
+            self.active.extend(values.iter().map(|&v| v > 0.0));
+        }
+        values.iter_mut().for_each(|v| *v = v.max(0.0));
+        input
+    }
+
+    fn backward(&mut self, mut grad_output: Tensor, _want_input_grad: bool) -> Option<Tensor> {
+        for (g, &active) in as_slice_mut(&mut grad_output).iter_mut().zip(&self.active) {
+            if !active {
+                *g = 0.0;
+            }
+        }
+        Some(grad_output)
+    }
+}
+
+/// `[n, c, h, w]` → `[n, c·h·w]`, in NCHW order.
+pub struct Flatten {
+    sample_shape: Vec<usize>,
+}
+
+impl Flatten {
+    pub fn new(sample_shape: Vec<usize>) -> Flatten {
+        Flatten { sample_shape }
+    }
+}
+
+impl Layer for Flatten {
+    fn forward(&mut self, input: Tensor, _mode: &mut Mode) -> Tensor {
+        let n = input.shape()[0];
+        let features = self.sample_shape.iter().product();
+        standard(input).into_shape_with_order(IxDyn(&[n, features])).expect("flatten keeps the element count")
+    }
+
+    fn backward(&mut self, grad_output: Tensor, _want_input_grad: bool) -> Option<Tensor> {
+        let n = grad_output.shape()[0];
+        let shape: Vec<usize> = std::iter::once(n).chain(self.sample_shape.iter().copied()).collect();
+        Some(standard(grad_output).into_shape_with_order(IxDyn(&shape)).expect("unflatten keeps the element count"))
+    }
+}
+
+/// Inverted dropout: in training each input is zeroed with probability `rate` and the rest are
+/// scaled by `1 / (1 − rate)`, so evaluation is the identity.
+pub struct Dropout {
+    rate: f32,
+    /// Per input: 0 if dropped, else the scale (training mode).
+    mask: Vec<f32>,
+}
+
+impl Dropout {
+    pub fn new(rate: f32) -> Dropout {
+        Dropout { rate, mask: Vec::new() }
+    }
+}
+
+impl Layer for Dropout {
+    fn forward(&mut self, mut input: Tensor, mode: &mut Mode) -> Tensor {
+        let Mode::Train(rng) = mode else { return input };
+        let keep_scale = 1.0 / (1.0 - self.rate);
+        self.mask.clear();
+        self.mask.extend((0..input.len()).map(|_| if rng.random::<f32>() < self.rate { 0.0 } else { keep_scale }));
+        for (v, m) in as_slice_mut(&mut input).iter_mut().zip(&self.mask) {
+            *v *= m;
+        }
+        input
+    }
+
+    fn backward(&mut self, mut grad_output: Tensor, _want_input_grad: bool) -> Option<Tensor> {
+        for (g, m) in as_slice_mut(&mut grad_output).iter_mut().zip(&self.mask) {
+            *g *= m;
+        }
+        Some(grad_output)
+    }
+}

@@ -1,0 +1,271 @@
+//! 2-D convolution through im2col + one sgemm per sample: for sample `x` `[c, h, w]`,
+//! `cols = im2col(x)` is `[c·k·k, oh·ow]` and the output is `weight [f, c·k·k] · cols + bias`,
+//! already in NCHW order. Backward recomputes `cols` instead of keeping it, which costs a
+//! memory pass but keeps training memory at the size of the activations (this matters in wasm).
+
+use ndarray::IxDyn;
+use rand_distr::{Distribution, Normal};
+
+use super::{Layer, Mode, Padding, Param};
+use crate::engine::parallel::{map_ranges, map_sample_chunks};
+use crate::engine::tensor::{as_slice, as_slice_mut, gemm, matrix, matrix_mut, Rng, Tensor};
+
+pub struct Conv2d {
+    in_channels: usize,
+    in_h: usize,
+    in_w: usize,
+    filters: usize,
+    kernel: usize,
+    stride: usize,
+    pad_top: usize,
+    pad_left: usize,
+    out_h: usize,
+    out_w: usize,
+    /// `[filters, in_channels, kernel, kernel]`
+    weight: Param,
+    /// `[filters]`
+    bias: Param,
+    input: Option<Tensor>,
+}
+
+/// Output length and padding before the first element along one axis.
+fn axis_geometry(input: usize, kernel: usize, stride: usize, padding: Padding) -> Result<(usize, usize), String> {
+    match padding {
+        Padding::Valid => {
+            if input < kernel {
+                return Err(format!("kernel {kernel} is larger than the input ({input}) with valid padding"));
+            }
+            Ok(((input - kernel) / stride + 1, 0))
+        }
+        Padding::Same => {
+            let out = input.div_ceil(stride);
+            let total = ((out - 1) * stride + kernel).saturating_sub(input);
+            Ok((out, total / 2))
+        }
+        Padding::Explicit(pad) => {
+            if input + 2 * pad < kernel {
+                return Err(format!("kernel {kernel} is larger than the padded input ({})", input + 2 * pad));
+            }
+            Ok(((input + 2 * pad - kernel) / stride + 1, pad))
+        }
+    }
+}
+
+impl Conv2d {
+    pub fn new(
+        [in_channels, in_h, in_w]: [usize; 3],
+        filters: usize,
+        kernel: usize,
+        stride: usize,
+        padding: Padding,
+        rng: &mut Rng,
+    ) -> Result<Conv2d, String> {
+        let (out_h, pad_top) = axis_geometry(in_h, kernel, stride, padding)?;
+        let (out_w, pad_left) = axis_geometry(in_w, kernel, stride, padding)?;
+        let fan_in = in_channels * kernel * kernel;
+        // He initialisation: keeps activation variance steady through ReLU layers.
+        let normal = Normal::new(0.0, (2.0 / fan_in as f32).sqrt()).map_err(|e| e.to_string())?;
+        let weight = Tensor::from_shape_simple_fn(IxDyn(&[filters, in_channels, kernel, kernel]), || normal.sample(rng));
+        Ok(Conv2d {
+            in_channels,
+            in_h,
+            in_w,
+            filters,
+            kernel,
+            stride,
+            pad_top,
+            pad_left,
+            out_h,
+            out_w,
+            weight: Param::new(weight, true),
+            bias: Param::new(Tensor::zeros(IxDyn(&[filters])), false),
+            input: None,
+        })
+    }
+
+    pub fn output_shape(&self) -> [usize; 3] {
+        [self.filters, self.out_h, self.out_w]
+    }
+
+    fn patch_len(&self) -> usize {
+        self.in_channels * self.kernel * self.kernel
+    }
+
+    fn in_len(&self) -> usize {
+        self.in_channels * self.in_h * self.in_w
+    }
+
+    fn out_len(&self) -> usize {
+        self.filters * self.out_h * self.out_w
+    }
+
+    /// For output column `ox` and kernel column `kj`, the input column is `ox·stride + kj − pad_left`.
+    /// Returns the range of `ox` for which it is inside the image (stride 1 only).
+    fn valid_columns(&self, kj: usize) -> (usize, usize, isize) {
+        let shift = kj as isize - self.pad_left as isize;
+        let lo = (-shift).clamp(0, self.out_w as isize) as usize;
+        let hi = (self.in_w as isize - shift).clamp(lo as isize, self.out_w as isize) as usize;
+        (lo, hi, shift)
+    }
+
+    fn input_row(&self, oy: usize, ki: usize) -> Option<usize> {
+        let iy = (oy * self.stride + ki) as isize - self.pad_top as isize;
+        (0..self.in_h as isize).contains(&iy).then_some(iy as usize)
+    }
+
+    fn im2col(&self, x: &[f32], cols: &mut [f32]) {
+        let (k, plane_len, ohw) = (self.kernel, self.in_h * self.in_w, self.out_h * self.out_w);
+        for c in 0..self.in_channels {
+            let plane = &x[c * plane_len..(c + 1) * plane_len];
+            for ki in 0..k {
+                for kj in 0..k {
+                    let row = &mut cols[((c * k + ki) * k + kj) * ohw..][..ohw];
+                    let (lo, hi, shift) = self.valid_columns(kj);
+                    for oy in 0..self.out_h {
+                        let out_row = &mut row[oy * self.out_w..(oy + 1) * self.out_w];
+                        let Some(iy) = self.input_row(oy, ki) else {
+                            out_row.fill(0.0);
+                            continue;
+                        };
+                        let in_row = &plane[iy * self.in_w..(iy + 1) * self.in_w];
+                        if self.stride == 1 {
+                            out_row[..lo].fill(0.0);
+                            let start = (lo as isize + shift) as usize;
+                            out_row[lo..hi].copy_from_slice(&in_row[start..start + hi - lo]);
+                            out_row[hi..].fill(0.0);
+                        } else {
+                            for (ox, value) in out_row.iter_mut().enumerate() {
+                                let ix = (ox * self.stride + kj) as isize - self.pad_left as isize;
+                                *value = if (0..self.in_w as isize).contains(&ix) { in_row[ix as usize] } else { 0.0 };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The adjoint of `im2col`: adds each column entry back onto the input pixel it came from.
+    fn col2im(&self, cols: &[f32], dx: &mut [f32]) {
+        let (k, plane_len, ohw) = (self.kernel, self.in_h * self.in_w, self.out_h * self.out_w);
+        for c in 0..self.in_channels {
+            let plane = &mut dx[c * plane_len..(c + 1) * plane_len];
+            for ki in 0..k {
+                for kj in 0..k {
+                    let row = &cols[((c * k + ki) * k + kj) * ohw..][..ohw];
+                    let (lo, hi, shift) = self.valid_columns(kj);
+                    for oy in 0..self.out_h {
+                        let Some(iy) = self.input_row(oy, ki) else { continue };
+                        let col_row = &row[oy * self.out_w..(oy + 1) * self.out_w];
+                        let in_row = &mut plane[iy * self.in_w..(iy + 1) * self.in_w];
+                        if self.stride == 1 {
+                            let start = (lo as isize + shift) as usize;
+                            for (d, g) in in_row[start..start + hi - lo].iter_mut().zip(&col_row[lo..hi]) {
+                                *d += g;
+                            }
+                        } else {
+                            for (ox, g) in col_row.iter().enumerate() {
+                                let ix = (ox * self.stride + kj) as isize - self.pad_left as isize;
+                                if (0..self.in_w as isize).contains(&ix) {
+                                    in_row[ix as usize] += g;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Layer for Conv2d {
+    fn forward(&mut self, input: Tensor, mode: &mut Mode) -> Tensor {
+        let n = input.shape()[0];
+        let mut output = Tensor::zeros(IxDyn(&[n, self.filters, self.out_h, self.out_w]));
+        let this = &*self;
+        let (patch, ohw, in_len) = (this.patch_len(), this.out_h * this.out_w, this.in_len());
+        let x = as_slice(&input);
+        let weight = matrix(as_slice(&this.weight.value), this.filters, patch);
+        let bias = as_slice(&this.bias.value);
+        map_sample_chunks(as_slice_mut(&mut output), this.out_len(), |samples, out| {
+            let mut cols = vec![0.0f32; patch * ohw];
+            for (j, sample) in samples.enumerate() {
+                this.im2col(&x[sample * in_len..(sample + 1) * in_len], &mut cols);
+                let y_slice = &mut out[j * this.out_len()..(j + 1) * this.out_len()];
+                for (f, y_row) in y_slice.chunks_exact_mut(ohw).enumerate() {
+                    y_row.fill(bias[f]);
+                }
+                let mut y = matrix_mut(y_slice, this.filters, ohw);
+                gemm(1.0, &weight, &matrix(&cols, patch, ohw), 1.0, &mut y);
+            }
+        });
+        if mode.is_train() {
+            self.input = Some(input);
+        }
+        output
+    }
+
+    fn backward(&mut self, grad_output: Tensor, want_input_grad: bool) -> Option<Tensor> {
+        let input = self.input.take().expect("Conv2d::backward needs a training-mode forward first");
+        let n = input.shape()[0];
+        let this = &*self;
+        let (patch, ohw, in_len, out_len) = (this.patch_len(), this.out_h * this.out_w, this.in_len(), this.out_len());
+        let x = as_slice(&input);
+        let dy_all = as_slice(&grad_output);
+        let weight = matrix(as_slice(&this.weight.value), this.filters, patch);
+
+        // Per-chunk weight and bias gradients; `dx` is this chunk's part of the input gradient.
+        let chunk_grads = |samples: std::ops::Range<usize>, mut dx: Option<&mut [f32]>| {
+            let mut cols = vec![0.0f32; patch * ohw];
+            let mut dcols = if dx.is_some() { vec![0.0f32; patch * ohw] } else { Vec::new() };
+            let mut dw = vec![0.0f32; this.filters * patch];
+            let mut db = vec![0.0f32; this.filters];
+            for (j, sample) in samples.enumerate() {
+                this.im2col(&x[sample * in_len..(sample + 1) * in_len], &mut cols);
+                let dy_slice = &dy_all[sample * out_len..(sample + 1) * out_len];
+                let dy = matrix(dy_slice, this.filters, ohw);
+                gemm(1.0, &dy, &matrix(&cols, patch, ohw).t(), 1.0, &mut matrix_mut(&mut dw, this.filters, patch));
+                for (b, dy_row) in db.iter_mut().zip(dy_slice.chunks_exact(ohw)) {
+                    *b += dy_row.iter().sum::<f32>();
+                }
+                if let Some(dx) = dx.as_deref_mut() {
+                    gemm(1.0, &weight.t(), &dy, 0.0, &mut matrix_mut(&mut dcols, patch, ohw));
+                    this.col2im(&dcols, &mut dx[j * in_len..(j + 1) * in_len]);
+                }
+            }
+            (dw, db)
+        };
+
+        let mut grad_input = None;
+        let partials = if want_input_grad {
+            let mut dx = Tensor::zeros(input.raw_dim());
+            let partials = map_sample_chunks(as_slice_mut(&mut dx), in_len, |samples, dx| chunk_grads(samples, Some(dx)));
+            grad_input = Some(dx);
+            partials
+        } else {
+            map_ranges(n, |samples| chunk_grads(samples, None))
+        };
+        let (weight_grad, bias_grad) = (as_slice_mut(&mut self.weight.grad), as_slice_mut(&mut self.bias.grad));
+        for (dw, db) in partials {
+            weight_grad.iter_mut().zip(&dw).for_each(|(g, d)| *g += d);
+            bias_grad.iter_mut().zip(&db).for_each(|(g, d)| *g += d);
+        }
+        grad_input
+    }
+
+    fn params(&self) -> Vec<&Param> {
+        vec![&self.weight, &self.bias]
+    }
+
+    fn params_mut(&mut self) -> Vec<&mut Param> {
+        vec![&mut self.weight, &mut self.bias]
+    }
+
+    fn param_names(&self) -> &'static [&'static str] {
+        &["weight", "bias"]
+    }
+
+    fn macs(&self) -> usize {
+        self.filters * self.patch_len() * self.out_h * self.out_w
+    }
+}

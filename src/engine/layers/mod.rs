@@ -1,0 +1,191 @@
+//! Layers: each has a forward pass that caches what its backward pass needs (in training
+//! mode only), and a backward pass that accumulates parameter gradients and returns the
+//! gradient with respect to its input.
+
+mod activation;
+mod batchnorm;
+mod conv;
+mod dense;
+mod pool;
+
+pub use activation::{Dropout, Flatten, Relu};
+pub use batchnorm::BatchNorm;
+pub use conv::Conv2d;
+pub use dense::Dense;
+pub use pool::{AvgPool2d, GlobalAvgPool, MaxPool2d};
+
+use serde::{Deserialize, Serialize};
+
+use super::tensor::{Rng, Tensor};
+use crate::{FerError, Result};
+
+/// A trainable tensor and its gradient (same shape), accumulated by `backward`.
+#[derive(Clone, Debug)]
+pub struct Param {
+    pub value: Tensor,
+    pub grad: Tensor,
+    /// Whether weight decay applies: weights yes; biases and batch-norm scales no.
+    pub decay: bool,
+}
+
+impl Param {
+    pub fn new(value: Tensor, decay: bool) -> Param {
+        let grad = Tensor::zeros(value.raw_dim());
+        Param { value, grad, decay }
+    }
+}
+
+/// Training mode draws dropout masks and uses batch statistics; evaluation is deterministic.
+pub enum Mode<'a> {
+    Train(&'a mut Rng),
+    Eval,
+}
+
+impl Mode<'_> {
+    pub fn is_train(&self) -> bool {
+        matches!(self, Mode::Train(_))
+    }
+}
+
+pub trait Layer: Send {
+    /// `input` is `[n, ...]` in the shape this layer was built for.
+    fn forward(&mut self, input: Tensor, mode: &mut Mode) -> Tensor;
+    /// Gradient of the loss w.r.t. this layer's output → parameter gradients are added to, and
+    /// the gradient w.r.t. the input is returned when `want_input_grad` (the first layer's is not
+    /// needed). Only valid after a training-mode forward.
+    fn backward(&mut self, grad_output: Tensor, want_input_grad: bool) -> Option<Tensor>;
+    fn params(&self) -> Vec<&Param> {
+        Vec::new()
+    }
+    fn params_mut(&mut self) -> Vec<&mut Param> {
+        Vec::new()
+    }
+    /// Names of the parameters, in `params()` order (`weight`, `bias`, ...).
+    fn param_names(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Everything saved with the model, by name: the parameters' values, plus non-trainable
+    /// state such as batch-norm running statistics.
+    fn saved_tensors(&self) -> Vec<(&'static str, &Tensor)> {
+        self.param_names().iter().copied().zip(self.params().into_iter().map(|p| &p.value)).collect()
+    }
+    fn saved_tensors_mut(&mut self) -> Vec<(&'static str, &mut Tensor)> {
+        let names = self.param_names();
+        names.iter().copied().zip(self.params_mut().into_iter().map(|p| &mut p.value)).collect()
+    }
+    /// Multiply-adds per sample in the forward pass.
+    fn macs(&self) -> usize {
+        0
+    }
+}
+
+/// How a convolution pads its input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Padding {
+    /// No padding: the output shrinks by `kernel - 1` (at stride 1).
+    Valid,
+    /// Output size `ceil(input / stride)`, padding split as TensorFlow does (the extra
+    /// row/column, for even kernels, goes at the bottom/right): the paper's model was built so.
+    Same,
+    /// The same number of zeros on every side.
+    Explicit(usize),
+}
+
+/// One layer of a sequential network, as stored in a model file's metadata.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum LayerSpec {
+    Conv2d { filters: usize, kernel: usize, stride: usize, padding: Padding },
+    MaxPool { window: usize, stride: usize },
+    AvgPool { window: usize, stride: usize },
+    GlobalAvgPool,
+    Dense { units: usize },
+    BatchNorm,
+    Relu,
+    Flatten,
+    Dropout { rate: f32 },
+}
+
+/// A per-sample activation shape: `[c, h, w]` for images, `[features]` after flattening.
+pub type Shape = Vec<usize>;
+
+fn expect_image(spec: &LayerSpec, shape: &Shape) -> Result<[usize; 3]> {
+    match shape.as_slice() {
+        &[c, h, w] => Ok([c, h, w]),
+        _ => Err(FerError::Model(format!("{spec:?} needs an image input [c, h, w], got {shape:?}"))),
+    }
+}
+
+fn expect_flat(spec: &LayerSpec, shape: &Shape) -> Result<usize> {
+    match shape.as_slice() {
+        &[features] => Ok(features),
+        _ => Err(FerError::Model(format!(
+            "{spec:?} needs a flat input [features], got {shape:?}: add a flatten or global_avg_pool first"
+        ))),
+    }
+}
+
+fn positive(spec: &LayerSpec, what: &str, value: usize) -> Result<()> {
+    if value == 0 {
+        return Err(FerError::Model(format!("{spec:?}: {what} must be at least 1")));
+    }
+    Ok(())
+}
+
+/// Builds the layer `spec` for per-sample input `shape`, with weights drawn from `rng`;
+/// returns it with its output shape. Errors name the layer and the shape that does not fit.
+pub fn build_layer(spec: &LayerSpec, shape: &Shape, rng: &mut Rng) -> Result<(Box<dyn Layer>, Shape)> {
+    Ok(match *spec {
+        LayerSpec::Conv2d { filters, kernel, stride, padding } => {
+            positive(spec, "filters", filters)?;
+            positive(spec, "kernel", kernel)?;
+            positive(spec, "stride", stride)?;
+            let input = expect_image(spec, shape)?;
+            let layer = Conv2d::new(input, filters, kernel, stride, padding, rng)
+                .map_err(|e| FerError::Model(format!("{spec:?} on input {shape:?}: {e}")))?;
+            let out = layer.output_shape();
+            (Box::new(layer), out.to_vec())
+        }
+        LayerSpec::MaxPool { window, stride } | LayerSpec::AvgPool { window, stride } => {
+            positive(spec, "window", window)?;
+            positive(spec, "stride", stride)?;
+            let input = expect_image(spec, shape)?;
+            if input[1] < window || input[2] < window {
+                return Err(FerError::Model(format!("{spec:?}: window larger than input {shape:?}")));
+            }
+            if matches!(spec, LayerSpec::MaxPool { .. }) {
+                let layer = MaxPool2d::new(input, window, stride);
+                let out = layer.output_shape();
+                (Box::new(layer), out.to_vec())
+            } else {
+                let layer = AvgPool2d::new(input, window, stride);
+                let out = layer.output_shape();
+                (Box::new(layer), out.to_vec())
+            }
+        }
+        LayerSpec::GlobalAvgPool => {
+            let input = expect_image(spec, shape)?;
+            (Box::new(GlobalAvgPool::new(input)), vec![input[0]])
+        }
+        LayerSpec::Dense { units } => {
+            positive(spec, "units", units)?;
+            let inputs = expect_flat(spec, shape)?;
+            (Box::new(Dense::new(inputs, units, rng)), vec![units])
+        }
+        LayerSpec::BatchNorm => {
+            if shape.is_empty() || shape.len() == 2 {
+                return Err(FerError::Model(format!("{spec:?} needs [c, h, w] or [features], got {shape:?}")));
+            }
+            (Box::new(BatchNorm::new(shape[0])), shape.clone())
+        }
+        LayerSpec::Relu => (Box::new(Relu::default()), shape.clone()),
+        LayerSpec::Flatten => (Box::new(Flatten::new(shape.clone())), vec![shape.iter().product()]),
+        LayerSpec::Dropout { rate } => {
+            if !(0.0..1.0).contains(&rate) {
+                return Err(FerError::Model(format!("{spec:?}: rate must be in [0, 1)")));
+            }
+            (Box::new(Dropout::new(rate)), shape.clone())
+        }
+    })
+}

@@ -1,0 +1,190 @@
+//! Pooling over `[n, c, h, w]`: max and average with a square window (no padding; the output
+//! is `(in − window) / stride + 1`), and global average pooling to `[n, c]`.
+
+use ndarray::IxDyn;
+
+use super::{Layer, Mode};
+use crate::engine::tensor::{as_slice, as_slice_mut, Tensor};
+
+/// Window geometry shared by max and average pooling.
+#[derive(Clone, Copy)]
+struct Window {
+    channels: usize,
+    in_h: usize,
+    in_w: usize,
+    size: usize,
+    stride: usize,
+    out_h: usize,
+    out_w: usize,
+}
+
+impl Window {
+    fn new([channels, in_h, in_w]: [usize; 3], size: usize, stride: usize) -> Window {
+        let out_h = (in_h - size) / stride + 1;
+        let out_w = (in_w - size) / stride + 1;
+        Window { channels, in_h, in_w, size, stride, out_h, out_w }
+    }
+
+    fn output_shape(&self) -> [usize; 3] {
+        [self.channels, self.out_h, self.out_w]
+    }
+
+    /// Calls `visit(output_index, first_input_index)` for every output of every plane; the window
+    /// covers `size` rows of `size` inputs from there, rows `in_w` apart.
+    fn for_each(&self, planes: usize, mut visit: impl FnMut(usize, usize)) {
+        let (in_plane, out_plane) = (self.in_h * self.in_w, self.out_h * self.out_w);
+        for plane in 0..planes {
+            for oy in 0..self.out_h {
+                for ox in 0..self.out_w {
+                    let start = plane * in_plane + oy * self.stride * self.in_w + ox * self.stride;
+                    visit(plane * out_plane + oy * self.out_w + ox, start);
+                }
+            }
+        }
+    }
+
+    /// The flat input indices of the window starting at `start`.
+    fn indices(&self, start: usize) -> impl Iterator<Item = usize> + '_ {
+        (0..self.size).flat_map(move |dy| {
+            let row = start + dy * self.in_w;
+            row..row + self.size
+        })
+    }
+}
+
+pub struct MaxPool2d {
+    window: Window,
+    /// For each output element, the flat input index of its maximum (training mode).
+    argmax: Vec<u32>,
+    input_shape: Vec<usize>,
+}
+
+impl MaxPool2d {
+    pub fn new(input: [usize; 3], size: usize, stride: usize) -> MaxPool2d {
+        MaxPool2d { window: Window::new(input, size, stride), argmax: Vec::new(), input_shape: Vec::new() }
+    }
+
+    pub fn output_shape(&self) -> [usize; 3] {
+        self.window.output_shape()
+    }
+}
+
+impl Layer for MaxPool2d {
+    fn forward(&mut self, input: Tensor, mode: &mut Mode) -> Tensor {
+        let n = input.shape()[0];
+        let [c, oh, ow] = self.output_shape();
+        let mut output = Tensor::zeros(IxDyn(&[n, c, oh, ow]));
+        let x = as_slice(&input);
+        let y = as_slice_mut(&mut output);
+        let train = mode.is_train();
+        self.argmax.clear();
+        if train {
+            self.argmax.resize(y.len(), 0);
+        }
+        let argmax = &mut self.argmax;
+        let window = self.window;
+        window.for_each(n * c, |out_index, start| {
+            let mut best_index = start;
+            let mut best = x[start];
+            for i in window.indices(start) {
+                if x[i] > best {
+                    best = x[i];
+                    best_index = i;
+                }
+            }
+            y[out_index] = best;
+            if train {
+                argmax[out_index] = best_index as u32;
+            }
+        });
+        self.input_shape = input.shape().to_vec();
+        output
+    }
+
+    fn backward(&mut self, grad_output: Tensor, _want_input_grad: bool) -> Option<Tensor> {
+        let mut dx = Tensor::zeros(IxDyn(&self.input_shape));
+        let dx_slice = as_slice_mut(&mut dx);
+        for (&source, &g) in self.argmax.iter().zip(as_slice(&grad_output)) {
+            dx_slice[source as usize] += g;
+        }
+        Some(dx)
+    }
+}
+
+pub struct AvgPool2d {
+    window: Window,
+    input_shape: Vec<usize>,
+}
+
+impl AvgPool2d {
+    pub fn new(input: [usize; 3], size: usize, stride: usize) -> AvgPool2d {
+        AvgPool2d { window: Window::new(input, size, stride), input_shape: Vec::new() }
+    }
+
+    pub fn output_shape(&self) -> [usize; 3] {
+        self.window.output_shape()
+    }
+}
+
+impl Layer for AvgPool2d {
+    fn forward(&mut self, input: Tensor, _mode: &mut Mode) -> Tensor {
+        let n = input.shape()[0];
+        let [c, oh, ow] = self.output_shape();
+        let mut output = Tensor::zeros(IxDyn(&[n, c, oh, ow]));
+        let x = as_slice(&input);
+        let y = as_slice_mut(&mut output);
+        let scale = 1.0 / (self.window.size * self.window.size) as f32;
+        let window = self.window;
+        window.for_each(n * c, |out_index, start| {
+            y[out_index] = window.indices(start).map(|i| x[i]).sum::<f32>() * scale;
+        });
+        self.input_shape = input.shape().to_vec();
+        output
+    }
+
+    fn backward(&mut self, grad_output: Tensor, _want_input_grad: bool) -> Option<Tensor> {
+        let mut dx = Tensor::zeros(IxDyn(&self.input_shape));
+        let dx_slice = as_slice_mut(&mut dx);
+        let dy = as_slice(&grad_output);
+        let scale = 1.0 / (self.window.size * self.window.size) as f32;
+        let n = self.input_shape[0];
+        let window = self.window;
+        window.for_each(n * window.channels, |out_index, start| {
+            for i in window.indices(start) {
+                dx_slice[i] += dy[out_index] * scale;
+            }
+        });
+        Some(dx)
+    }
+}
+
+pub struct GlobalAvgPool {
+    input: [usize; 3],
+    batch: usize,
+}
+
+impl GlobalAvgPool {
+    pub fn new(input: [usize; 3]) -> GlobalAvgPool {
+        GlobalAvgPool { input, batch: 0 }
+    }
+}
+
+impl Layer for GlobalAvgPool {
+    fn forward(&mut self, input: Tensor, _mode: &mut Mode) -> Tensor {
+        let [c, h, w] = self.input;
+        self.batch = input.shape()[0];
+        let plane = h * w;
+        let means: Vec<f32> = as_slice(&input).chunks_exact(plane).map(|p| p.iter().sum::<f32>() / plane as f32).collect();
+        Tensor::from_shape_vec(IxDyn(&[self.batch, c]), means).expect("one mean per plane")
+    }
+
+    fn backward(&mut self, grad_output: Tensor, _want_input_grad: bool) -> Option<Tensor> {
+        let [c, h, w] = self.input;
+        let plane = h * w;
+        let mut dx = Tensor::zeros(IxDyn(&[self.batch, c, h, w]));
+        for (dx_plane, g) in as_slice_mut(&mut dx).chunks_exact_mut(plane).zip(as_slice(&grad_output)) {
+            dx_plane.fill(g / plane as f32);
+        }
+        Some(dx)
+    }
+}

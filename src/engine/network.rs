@@ -1,0 +1,135 @@
+//! A sequential network built from a [`ModelSpec`]: the architecture as data, stored in every
+//! model file, so any file loads without knowing which preset made it.
+
+use ndarray::{Array2, Ix2, IxDyn};
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use super::layers::{build_layer, Layer, LayerSpec, Mode, Param, Shape};
+use super::loss::softmax;
+use super::tensor::{standard, Rng, Tensor};
+use crate::{FerError, Result};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    /// Preset name, or a user's name for a custom architecture.
+    pub name: String,
+    /// Per-sample input shape `[channels, height, width]`.
+    pub input: [usize; 3],
+    pub layers: Vec<LayerSpec>,
+    /// Number of outputs (logits) of the last layer.
+    pub classes: usize,
+}
+
+pub struct Network {
+    spec: ModelSpec,
+    layers: Vec<Box<dyn Layer>>,
+}
+
+impl Network {
+    /// Builds the layers, drawing initial weights from `seed`. Fails when a layer does not fit
+    /// its input or the output is not `[classes]`.
+    pub fn new(spec: ModelSpec, seed: u64) -> Result<Network> {
+        let mut rng = Rng::seed_from_u64(seed);
+        let mut shape: Shape = spec.input.to_vec();
+        let mut layers = Vec::with_capacity(spec.layers.len());
+        for (i, layer_spec) in spec.layers.iter().enumerate() {
+            let (layer, out) = build_layer(layer_spec, &shape, &mut rng).map_err(|e| match e {
+                FerError::Model(message) => FerError::Model(format!("layer {i}: {message}")),
+                other => other,
+            })?;
+            layers.push(layer);
+            shape = out;
+        }
+        if shape != [spec.classes] {
+            return Err(FerError::Model(format!(
+                "the last layer outputs {shape:?}, but the model needs [{}] (one logit per class)",
+                spec.classes
+            )));
+        }
+        Ok(Network { spec, layers })
+    }
+
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// Logits `[n, classes]` for a batch `[n, c, h, w]`.
+    pub fn forward(&mut self, input: Tensor, mode: &mut Mode) -> Array2<f32> {
+        let mut activation = standard(input);
+        for layer in &mut self.layers {
+            activation = standard(layer.forward(activation, mode));
+        }
+        activation.into_dimensionality::<Ix2>().expect("the network was built to output [n, classes]")
+    }
+
+    /// Back-propagates d loss / d logits through every layer, adding to each parameter's gradient.
+    pub fn backward(&mut self, grad_logits: Array2<f32>) {
+        let mut grad = grad_logits.into_dyn();
+        for (i, layer) in self.layers.iter_mut().enumerate().rev() {
+            match layer.backward(grad, i > 0) {
+                Some(next) => grad = standard(next),
+                None => break,
+            }
+        }
+    }
+
+    /// Class probabilities `[n, classes]` in evaluation mode.
+    pub fn predict(&mut self, input: Tensor) -> Array2<f32> {
+        softmax(self.forward(input, &mut Mode::Eval).view())
+    }
+
+    pub fn params(&self) -> Vec<&Param> {
+        self.layers.iter().flat_map(|l| l.params()).collect()
+    }
+
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        self.layers.iter_mut().flat_map(|l| l.params_mut()).collect()
+    }
+
+    pub fn zero_grad(&mut self) {
+        for param in self.params_mut() {
+            param.grad.fill(0.0);
+        }
+    }
+
+    pub fn parameter_count(&self) -> usize {
+        self.params().iter().map(|p| p.value.len()).sum()
+    }
+
+    /// Multiply-adds for one sample's forward pass (convolutions and dense layers).
+    pub fn macs(&self) -> usize {
+        self.layers.iter().map(|l| l.macs()).sum()
+    }
+
+    /// Every saved tensor (parameters and buffers) as `layers.{i}.{name}`, in layer order.
+    pub fn named_tensors(&self) -> Vec<(String, &Tensor)> {
+        let mut named = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            named.extend(layer.saved_tensors().into_iter().map(|(name, t)| (format!("layers.{i}.{name}"), t)));
+        }
+        named
+    }
+
+    /// Mutable access to the tensors of [`Network::named_tensors`], for loading.
+    pub fn named_tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        let mut named = Vec::new();
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            named.extend(layer.saved_tensors_mut().into_iter().map(|(name, t)| (format!("layers.{i}.{name}"), t)));
+        }
+        named
+    }
+}
+
+/// A batch tensor `[n, c, h, w]` from `n` samples laid end to end.
+pub fn batch_tensor(input: [usize; 3], values: Vec<f32>) -> Result<Tensor> {
+    let per_sample: usize = input.iter().product();
+    if per_sample == 0 || values.len() % per_sample != 0 {
+        return Err(FerError::Data(format!(
+            "{} values do not make whole samples of shape {input:?}",
+            values.len()
+        )));
+    }
+    let n = values.len() / per_sample;
+    Tensor::from_shape_vec(IxDyn(&[n, input[0], input[1], input[2]]), values).map_err(|e| FerError::Data(e.to_string()))
+}

@@ -1,0 +1,54 @@
+//! Data parallelism over the samples of a batch: rayon natively, one thread in wasm.
+//!
+//! Work is split into chunks of a fixed number of samples, never "one chunk per thread", and
+//! per-chunk results are combined in chunk order: the sums, and so the whole training run, are
+//! bit-identical on a 2-core laptop, a 16-core server and a browser tab.
+
+use std::ops::Range;
+
+/// Samples per chunk: small enough to balance 16 threads on a batch of 64, large enough that
+/// the per-chunk scratch buffers and partial gradients cost little.
+pub const SAMPLES_PER_CHUNK: usize = 4;
+
+/// Calls `f(samples, out_chunk)` for consecutive chunks of samples, where `out_chunk` is the part
+/// of `out` (`item_len` values per sample) those samples own; returns each chunk's result in order.
+pub fn map_sample_chunks<T, F>(out: &mut [f32], item_len: usize, f: F) -> Vec<T>
+where
+    T: Send,
+    F: Fn(Range<usize>, &mut [f32]) -> T + Sync + Send,
+{
+    let chunk_len = (item_len * SAMPLES_PER_CHUNK).max(1);
+    let run = |(index, chunk): (usize, &mut [f32])| {
+        let first = index * SAMPLES_PER_CHUNK;
+        let count = if item_len == 0 { 0 } else { chunk.len() / item_len };
+        f(first..first + count, chunk)
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        out.par_chunks_mut(chunk_len).enumerate().map(run).collect()
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        out.chunks_mut(chunk_len).enumerate().map(run).collect()
+    }
+}
+
+/// Like [`map_sample_chunks`] with no output buffer: `f(samples)` for chunks of `0..n`.
+pub fn map_ranges<T, F>(n: usize, f: F) -> Vec<T>
+where
+    T: Send,
+    F: Fn(Range<usize>) -> T + Sync + Send,
+{
+    let chunks = n.div_ceil(SAMPLES_PER_CHUNK);
+    let range = |c: usize| c * SAMPLES_PER_CHUNK..((c + 1) * SAMPLES_PER_CHUNK).min(n);
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        (0..chunks).into_par_iter().map(|c| f(range(c))).collect()
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        (0..chunks).map(|c| f(range(c))).collect()
+    }
+}

@@ -1,0 +1,23 @@
+//! A convolutional network for facial expression recognition on FER2013 that trains and runs
+//! natively and in the browser (WebAssembly), from the same code.
+//!
+//! Data flows one way: bytes → [`data`] (FER2013 parsing, augmentation) → batches →
+//! [`engine`] (tensors, layers, losses, optimisers) built from [`models`] presets →
+//! [`train`] (training loop, evaluation, metrics) → the native CLI (`src/bin/fer.rs`) or the
+//! wasm API ([`web`]) → the page (`www/`).
+
+pub mod data;
+pub mod engine;
+pub mod error;
+pub mod models;
+pub mod train;
+
+#[cfg(target_arch = "wasm32")]
+pub mod web;
+
+pub use error::{FerError, Result};
+
+/// The crate version, shown by the page and the CLI.
+pub fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}

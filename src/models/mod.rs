@@ -1,0 +1,7 @@
+//! Model presets (architectures as data) and the model file format.
+
+pub mod file;
+pub mod presets;
+
+pub use file::{load_model, save_model, LoadedModel, StoredDtype};
+pub use presets::{preset, PRESETS};

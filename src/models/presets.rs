@@ -1,0 +1,65 @@
+//! Architectures by name. Every preset takes a 48x48x1 face and outputs 7 logits.
+
+use crate::data::NUM_CLASSES;
+use crate::engine::{LayerSpec, ModelSpec, Padding};
+use crate::{FerError, Result};
+
+/// Preset names with a one-line description, for the CLI's help and the page's menu.
+pub const PRESETS: &[(&str, &str)] = &[
+    ("seed", "the paper's CNN: conv 4x4x8 → pool → conv 2x2x16 → pool → dense 64 → 7"),
+    ("mlp", "the paper's plain neural-net baseline: one hidden layer of 256"),
+    ("deep", "VGG-style: 4 blocks of 3x3 convs with batch-norm, dropout, global average pooling"),
+];
+
+fn conv(filters: usize, kernel: usize) -> LayerSpec {
+    LayerSpec::Conv2d { filters, kernel, stride: 1, padding: Padding::Same }
+}
+
+fn spec(name: &str, layers: Vec<LayerSpec>) -> ModelSpec {
+    ModelSpec { name: name.into(), input: [1, 48, 48], layers, classes: NUM_CLASSES }
+}
+
+/// conv → batch-norm → ReLU
+fn conv_bn_relu(filters: usize) -> [LayerSpec; 3] {
+    [conv(filters, 3), LayerSpec::BatchNorm, LayerSpec::Relu]
+}
+
+pub fn preset(name: &str) -> Result<ModelSpec> {
+    use LayerSpec::*;
+    Ok(match name {
+        // The paper's table, layer for layer: 48x48x1 → 48x48x8 → 6x6x8 → 6x6x16 → 2x2x16 → 64 → 7.
+        "seed" => spec(
+            name,
+            vec![
+                conv(8, 4),
+                Relu,
+                MaxPool { window: 8, stride: 8 },
+                conv(16, 2),
+                Relu,
+                MaxPool { window: 3, stride: 3 },
+                Flatten,
+                Dense { units: 64 },
+                Relu,
+                Dense { units: NUM_CLASSES },
+            ],
+        ),
+        "mlp" => spec(name, vec![Flatten, Dense { units: 256 }, Relu, Dense { units: NUM_CLASSES }]),
+        "deep" => {
+            let mut layers = Vec::new();
+            for (i, filters) in [32, 64, 128, 256].into_iter().enumerate() {
+                layers.extend(conv_bn_relu(filters));
+                layers.extend(conv_bn_relu(filters));
+                layers.push(MaxPool { window: 2, stride: 2 });
+                if i >= 2 {
+                    layers.push(Dropout { rate: 0.25 });
+                }
+            }
+            layers.extend([GlobalAvgPool, Dropout { rate: 0.4 }, Dense { units: NUM_CLASSES }]);
+            spec(name, layers)
+        }
+        _ => {
+            let names: Vec<&str> = PRESETS.iter().map(|(n, _)| *n).collect();
+            return Err(FerError::Config(format!("unknown preset '{name}'; choose one of: {}", names.join(", "))));
+        }
+    })
+}

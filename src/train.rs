@@ -1,0 +1,465 @@
+//! Training and evaluation: the loop every front end shares (the CLI runs whole epochs, the
+//! browser worker calls [`Trainer::train_step`] a few times per message so it can report).
+
+use std::collections::HashMap;
+
+use ndarray::{Array2, Axis};
+use rand::seq::SliceRandom;
+use rand::{Rng as _, SeedableRng};
+use rand_distr::{Beta, Distribution};
+use serde::{Deserialize, Serialize};
+
+use crate::data::input::{augment_face, face_to_input, AugmentConfig, Warp};
+use crate::data::{Dataset, FACE_PIXELS, NUM_CLASSES};
+use crate::engine::loss::{smoothed_one_hot, softmax_cross_entropy};
+use crate::engine::network::batch_tensor;
+use crate::engine::parallel::map_sample_chunks;
+use crate::engine::{LrSchedule, Mode, Network, Optimizer, OptimizerKind, Rng, Tensor};
+use crate::models::file::{load_with_extras, save_with_extras};
+use crate::models::StoredDtype;
+use crate::{FerError, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Schedule {
+    Constant,
+    /// Linear warm-up over `warmup_epochs`, then cosine decay to 1% of the rate at the last epoch.
+    Cosine { warmup_epochs: usize },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f32,
+    pub optimizer: OptimizerKind,
+    pub weight_decay: f32,
+    pub schedule: Schedule,
+    pub label_smoothing: f32,
+    pub augment: Option<AugmentConfig>,
+    /// Beta(α, α) mixing of pairs of faces and their targets; 0 turns mixup off.
+    pub mixup_alpha: f32,
+    /// Weight each sample by `1 / frequency` of its class (normalised to mean 1).
+    pub class_weights: bool,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 10,
+            batch_size: 64,
+            lr: 1e-3,
+            optimizer: OptimizerKind::adam(),
+            weight_decay: 0.0,
+            schedule: Schedule::Constant,
+            label_smoothing: 0.0,
+            augment: None,
+            mixup_alpha: 0.0,
+            class_weights: false,
+            seed: 1,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        let problem = if self.epochs == 0 {
+            Some("epochs must be at least 1".to_string())
+        } else if self.batch_size == 0 {
+            Some("batch size must be at least 1".into())
+        } else if !(self.lr.is_finite() && self.lr > 0.0) {
+            Some(format!("learning rate {} must be a positive number", self.lr))
+        } else if !(0.0..1.0).contains(&self.label_smoothing) {
+            Some(format!("label smoothing {} must be in [0, 1)", self.label_smoothing))
+        } else if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            Some(format!("weight decay {} must be 0 or more", self.weight_decay))
+        } else if !(self.mixup_alpha >= 0.0 && self.mixup_alpha.is_finite()) {
+            Some(format!("mixup alpha {} must be 0 or more", self.mixup_alpha))
+        } else {
+            None
+        };
+        problem.map_or(Ok(()), |p| Err(FerError::Config(p)))
+    }
+}
+
+/// What one optimiser step did.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepMetrics {
+    pub loss: f32,
+    /// Samples whose top prediction was their label (the dominant one under mixup).
+    pub correct: usize,
+    pub samples: usize,
+    pub lr: f32,
+    /// The epoch this step belonged to (0-based), and whether it finished it.
+    pub epoch: usize,
+    pub epoch_finished: bool,
+}
+
+/// Averages over an epoch's steps.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct EpochMetrics {
+    pub loss: f32,
+    pub accuracy: f32,
+    pub samples: usize,
+}
+
+pub struct Trainer {
+    pub network: Network,
+    config: TrainConfig,
+    optimizer: Optimizer,
+    schedule: LrSchedule,
+    /// Dataset rows trained on, and their order in the current epoch.
+    train_rows: Vec<usize>,
+    order: Vec<usize>,
+    cursor: usize,
+    epoch: usize,
+    step: u64,
+    class_weights: [f32; NUM_CLASSES],
+}
+
+/// Mixes `seed` with a counter into an independent stream seed (SplitMix64's finaliser).
+fn derive_seed(seed: u64, stream: u64, counter: u64) -> u64 {
+    let mut z = seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ counter.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+const SHUFFLE_STREAM: u64 = 1;
+const BATCH_STREAM: u64 = 2;
+
+impl Trainer {
+    /// Prepares to train `network` on `train_rows` of `data`.
+    pub fn new(network: Network, config: TrainConfig, data: &Dataset, train_rows: Vec<usize>) -> Result<Trainer> {
+        config.validate()?;
+        if train_rows.is_empty() {
+            return Err(FerError::Data("no training rows: the file has no 'Training' faces".into()));
+        }
+        if let Some(&bad) = train_rows.iter().find(|&&r| r >= data.len()) {
+            return Err(FerError::Data(format!("training row {bad} is past the end of the data ({} rows)", data.len())));
+        }
+        let counts = data.class_counts(&train_rows);
+        let class_weights = if config.class_weights { inverse_frequency_weights(&counts) } else { [1.0; NUM_CLASSES] };
+        let steps_per_epoch = train_rows.len().div_ceil(config.batch_size) as u64;
+        let schedule = match config.schedule {
+            Schedule::Constant => LrSchedule::Constant,
+            Schedule::Cosine { warmup_epochs } => LrSchedule::Cosine {
+                warmup_steps: warmup_epochs as u64 * steps_per_epoch,
+                total_steps: config.epochs as u64 * steps_per_epoch,
+                min_ratio: 0.01,
+            },
+        };
+        let optimizer = Optimizer::new(config.optimizer, config.weight_decay);
+        let mut trainer = Trainer {
+            network,
+            config,
+            optimizer,
+            schedule,
+            train_rows,
+            order: Vec::new(),
+            cursor: 0,
+            epoch: 0,
+            step: 0,
+            class_weights,
+        };
+        trainer.shuffle();
+        Ok(trainer)
+    }
+
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// Epochs completed.
+    pub fn epoch(&self) -> usize {
+        self.epoch
+    }
+
+    pub fn steps_per_epoch(&self) -> usize {
+        self.train_rows.len().div_ceil(self.config.batch_size)
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.epoch >= self.config.epochs
+    }
+
+    fn shuffle(&mut self) {
+        self.order = self.train_rows.clone();
+        let mut rng = Rng::seed_from_u64(derive_seed(self.config.seed, SHUFFLE_STREAM, self.epoch as u64));
+        self.order.shuffle(&mut rng);
+        self.cursor = 0;
+    }
+
+    /// Trains on the next batch of the current epoch; the epoch's last batch may be smaller.
+    pub fn train_step(&mut self, data: &Dataset) -> StepMetrics {
+        let end = (self.cursor + self.config.batch_size).min(self.order.len());
+        let rows = self.order[self.cursor..end].to_vec();
+        let mut rng = Rng::seed_from_u64(derive_seed(self.config.seed, BATCH_STREAM, self.step));
+        let batch_seed = rng.random::<u64>();
+        let mut inputs = training_inputs(data, &rows, self.config.augment.as_ref(), batch_seed);
+        let labels: Vec<u8> = rows.iter().map(|&r| data.label(r)).collect();
+        let mut targets = smoothed_one_hot(&labels, NUM_CLASSES, self.config.label_smoothing);
+        let mut weights: Vec<f32> = labels.iter().map(|&l| self.class_weights[l as usize]).collect();
+        if self.config.mixup_alpha > 0.0 && rows.len() > 1 {
+            mixup(&mut inputs, &mut targets, &mut weights, self.config.mixup_alpha, &mut rng);
+        }
+        let input = batch_tensor([1, 48, 48], inputs).expect("whole faces");
+        let logits = self.network.forward(input, &mut Mode::Train(&mut rng));
+        let out = softmax_cross_entropy(logits.view(), targets.view(), Some(&weights));
+        let correct = count_correct(&out.probs, &targets);
+        self.network.zero_grad();
+        self.network.backward(out.grad_logits);
+        let lr = self.schedule.lr_at(self.config.lr, self.step);
+        self.optimizer.step(&mut self.network.params_mut(), lr);
+        self.step += 1;
+
+        let epoch = self.epoch;
+        self.cursor = end;
+        let epoch_finished = self.cursor >= self.order.len();
+        if epoch_finished {
+            self.epoch += 1;
+            self.shuffle();
+        }
+        StepMetrics { loss: out.loss, correct, samples: rows.len(), lr, epoch, epoch_finished }
+    }
+
+    /// Runs the rest of the current epoch, calling `on_step` after every batch.
+    pub fn train_epoch(&mut self, data: &Dataset, mut on_step: impl FnMut(&StepMetrics)) -> EpochMetrics {
+        let (mut loss_sum, mut correct, mut samples) = (0.0f64, 0usize, 0usize);
+        loop {
+            let step = self.train_step(data);
+            loss_sum += step.loss as f64 * step.samples as f64;
+            correct += step.correct;
+            samples += step.samples;
+            on_step(&step);
+            if step.epoch_finished {
+                break;
+            }
+        }
+        EpochMetrics { loss: (loss_sum / samples.max(1) as f64) as f32, accuracy: correct as f32 / samples.max(1) as f32, samples }
+    }
+
+    /// Everything needed to continue exactly where training stopped (at any step): the model,
+    /// optimiser state and position, as a safetensors file. The trained rows are not stored:
+    /// resuming must pass the same ones.
+    pub fn checkpoint(&self) -> Result<Vec<u8>> {
+        let (first, second) = self.optimizer.state();
+        let mut extras: Vec<(String, &Tensor)> = Vec::new();
+        extras.extend(first.iter().enumerate().map(|(i, t)| (format!("optimizer.first.{i}"), t)));
+        extras.extend(second.iter().enumerate().map(|(i, t)| (format!("optimizer.second.{i}"), t)));
+        let state = CheckpointState {
+            config: self.config.clone(),
+            epoch: self.epoch,
+            step: self.step,
+            cursor: self.cursor,
+            optimizer_steps: self.optimizer.steps,
+            train_rows: self.train_rows.len(),
+        };
+        let metadata = HashMap::from([(
+            "checkpoint".to_string(),
+            serde_json::to_string(&state).map_err(|e| FerError::Model(e.to_string()))?,
+        )]);
+        save_with_extras(&self.network, StoredDtype::F32, &metadata, &extras)
+    }
+
+    /// Continues from [`Trainer::checkpoint`] bytes. `epochs`, when given, replaces the
+    /// configured number (to extend a finished run; the schedule stretches accordingly).
+    pub fn resume(bytes: &[u8], data: &Dataset, train_rows: Vec<usize>, epochs: Option<usize>) -> Result<Trainer> {
+        let (loaded, extras) = load_with_extras(bytes)?;
+        let state_json = loaded
+            .metadata
+            .get("checkpoint")
+            .ok_or_else(|| FerError::Model("this model file is not a training checkpoint (no 'checkpoint' metadata)".into()))?;
+        let state: CheckpointState =
+            serde_json::from_str(state_json).map_err(|e| FerError::Model(format!("invalid checkpoint state: {e}")))?;
+        if state.train_rows != train_rows.len() {
+            return Err(FerError::Config(format!(
+                "the checkpoint trained on {} rows, this run selects {}: use the same --csv and --limit",
+                state.train_rows,
+                train_rows.len()
+            )));
+        }
+        let mut config = state.config;
+        if let Some(epochs) = epochs {
+            config.epochs = epochs;
+        }
+        let mut trainer = Trainer::new(loaded.network, config, data, train_rows)?;
+        let take = |prefix: &str| -> Vec<Tensor> {
+            let mut tensors: Vec<(usize, Tensor)> = extras
+                .iter()
+                .filter_map(|(name, t)| name.strip_prefix(prefix).and_then(|i| i.parse().ok()).map(|i: usize| (i, t.clone())))
+                .collect();
+            tensors.sort_by_key(|(i, _)| *i);
+            tensors.into_iter().map(|(_, t)| t).collect()
+        };
+        trainer.optimizer.set_state(take("optimizer.first."), take("optimizer.second."), state.optimizer_steps);
+        trainer.epoch = state.epoch;
+        trainer.step = state.step;
+        trainer.shuffle();
+        trainer.cursor = state.cursor.min(trainer.order.len());
+        Ok(trainer)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointState {
+    config: TrainConfig,
+    epoch: usize,
+    step: u64,
+    cursor: usize,
+    optimizer_steps: u64,
+    train_rows: usize,
+}
+
+/// `1 / count` per class, scaled so the average weight over the training samples is 1.
+fn inverse_frequency_weights(counts: &[usize; NUM_CLASSES]) -> [f32; NUM_CLASSES] {
+    let total: usize = counts.iter().sum();
+    let present = counts.iter().filter(|&&c| c > 0).count().max(1);
+    let mut weights = [0.0; NUM_CLASSES];
+    for (w, &c) in weights.iter_mut().zip(counts) {
+        if c > 0 {
+            *w = total as f32 / (present as f32 * c as f32);
+        }
+    }
+    weights
+}
+
+/// Inputs for `rows`, augmented when `augment` is set; each face gets its own random stream
+/// (derived from `batch_seed` and its position), so the result does not depend on threads.
+fn training_inputs(data: &Dataset, rows: &[usize], augment: Option<&AugmentConfig>, batch_seed: u64) -> Vec<f32> {
+    let mut inputs = vec![0.0f32; rows.len() * FACE_PIXELS];
+    map_sample_chunks(&mut inputs, FACE_PIXELS, |samples, out| {
+        for (j, i) in samples.enumerate() {
+            let face = data.face(rows[i]);
+            let out = &mut out[j * FACE_PIXELS..(j + 1) * FACE_PIXELS];
+            match augment {
+                Some(config) => augment_face(face, out, config, &mut Rng::seed_from_u64(derive_seed(batch_seed, 0, i as u64))),
+                None => face_to_input(face, out),
+            }
+        }
+    });
+    inputs
+}
+
+/// Mixup (Zhang et al. 2018): each sample blends with a shuffled partner by one λ ~ Beta(α, α).
+fn mixup(inputs: &mut [f32], targets: &mut Array2<f32>, weights: &mut [f32], alpha: f32, rng: &mut Rng) {
+    let lambda = Beta::new(alpha, alpha).map(|b| b.sample(rng)).unwrap_or(1.0);
+    let lambda = lambda.max(1.0 - lambda);
+    let n = weights.len();
+    let mut partner: Vec<usize> = (0..n).collect();
+    partner.shuffle(rng);
+    let (original_inputs, original_targets, original_weights) = (inputs.to_vec(), targets.clone(), weights.to_vec());
+    for i in 0..n {
+        let j = partner[i];
+        let (a, b) = (&original_inputs[i * FACE_PIXELS..(i + 1) * FACE_PIXELS], &original_inputs[j * FACE_PIXELS..(j + 1) * FACE_PIXELS]);
+        for ((o, x), y) in inputs[i * FACE_PIXELS..(i + 1) * FACE_PIXELS].iter_mut().zip(a).zip(b) {
+            *o = lambda * x + (1.0 - lambda) * y;
+        }
+        let mixed = &original_targets.row(i) * lambda + &original_targets.row(j) * (1.0 - lambda);
+        targets.row_mut(i).assign(&mixed);
+        weights[i] = lambda * original_weights[i] + (1.0 - lambda) * original_weights[j];
+    }
+}
+
+fn argmax(values: ndarray::ArrayView1<f32>) -> usize {
+    values.iter().enumerate().fold(0, |best, (i, &v)| if v > values[best] { i } else { best })
+}
+
+fn count_correct(probs: &Array2<f32>, targets: &Array2<f32>) -> usize {
+    probs.axis_iter(Axis(0)).zip(targets.axis_iter(Axis(0))).filter(|(p, t)| argmax(p.view()) == argmax(t.view())).count()
+}
+
+/// Test-time augmentation: average the probabilities over several views of each face.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tta {
+    /// The face as it is (1 forward pass).
+    None,
+    /// The face and its mirror image (2 passes).
+    Flip,
+    /// The face and its mirror, each also shifted 2 px up, down, left and right (10 passes).
+    FlipShift,
+}
+
+impl Tta {
+    fn warps(self) -> Vec<Warp> {
+        let flips: &[bool] = if self == Tta::None { &[false] } else { &[false, true] };
+        let shifts: &[(f32, f32)] =
+            if self == Tta::FlipShift { &[(0.0, 0.0), (2.0, 0.0), (-2.0, 0.0), (0.0, 2.0), (0.0, -2.0)] } else { &[(0.0, 0.0)] };
+        flips
+            .iter()
+            .flat_map(|&flip| shifts.iter().map(move |&(shift_x, shift_y)| Warp { shift_x, shift_y, flip, ..Warp::IDENTITY }))
+            .collect()
+    }
+
+    /// Forward passes per face.
+    pub fn views(self) -> usize {
+        self.warps().len()
+    }
+}
+
+/// Class probabilities `[n, 7]` for faces laid end to end (`n × 2304` bytes), averaged over
+/// the test-time views.
+pub fn predict_faces(network: &mut Network, faces_u8: &[u8], tta: Tta) -> Array2<f32> {
+    let n = faces_u8.len() / FACE_PIXELS;
+    let warps = tta.warps();
+    let mut probs = Array2::<f32>::zeros((n, NUM_CLASSES));
+    for warp in &warps {
+        let mut inputs = vec![0.0f32; n * FACE_PIXELS];
+        map_sample_chunks(&mut inputs, FACE_PIXELS, |samples, out| {
+            for (j, i) in samples.enumerate() {
+                let face = &faces_u8[i * FACE_PIXELS..(i + 1) * FACE_PIXELS];
+                let out = &mut out[j * FACE_PIXELS..(j + 1) * FACE_PIXELS];
+                if *warp == Warp::IDENTITY {
+                    face_to_input(face, out);
+                } else {
+                    warp.apply(face, out);
+                }
+            }
+        });
+        probs += &network.predict(batch_tensor([1, 48, 48], inputs).expect("whole faces"));
+    }
+    probs / warps.len() as f32
+}
+
+/// Accuracy, per-class accuracy (recall) and the confusion matrix over a set of rows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub accuracy: f32,
+    pub n: usize,
+    pub per_class: [f32; NUM_CLASSES],
+    /// `confusion[true][predicted]`
+    pub confusion: [[usize; NUM_CLASSES]; NUM_CLASSES],
+    /// Mean cross-entropy of the true labels.
+    pub loss: f32,
+}
+
+/// Rows evaluated per forward pass: bounds memory (activations of the largest preset).
+const EVAL_BATCH: usize = 256;
+
+pub fn evaluate(network: &mut Network, data: &Dataset, rows: &[usize], tta: Tta) -> Evaluation {
+    let mut confusion = [[0usize; NUM_CLASSES]; NUM_CLASSES];
+    let mut loss = 0.0f64;
+    for chunk in rows.chunks(EVAL_BATCH) {
+        let faces: Vec<u8> = chunk.iter().flat_map(|&r| data.face(r).iter().copied()).collect();
+        let probs = predict_faces(network, &faces, tta);
+        for (&row, p) in chunk.iter().zip(probs.axis_iter(Axis(0))) {
+            let label = data.label(row) as usize;
+            confusion[label][argmax(p)] += 1;
+            loss -= (p[label].max(1e-30) as f64).ln();
+        }
+    }
+    evaluation_from_confusion(confusion, loss / rows.len().max(1) as f64)
+}
+
+fn evaluation_from_confusion(confusion: [[usize; NUM_CLASSES]; NUM_CLASSES], loss: f64) -> Evaluation {
+    let n: usize = confusion.iter().flatten().sum();
+    let correct: usize = (0..NUM_CLASSES).map(|k| confusion[k][k]).sum();
+    let mut per_class = [0.0; NUM_CLASSES];
+    for (k, acc) in per_class.iter_mut().enumerate() {
+        let total: usize = confusion[k].iter().sum();
+        *acc = if total > 0 { confusion[k][k] as f32 / total as f32 } else { 0.0 };
+    }
+    Evaluation { accuracy: correct as f32 / n.max(1) as f32, n, per_class, confusion, loss: loss as f32 }
+}
