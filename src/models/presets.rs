@@ -8,7 +8,7 @@ use crate::{FerError, Result};
 pub const PRESETS: &[(&str, &str)] = &[
     ("seed", "the paper's CNN: conv 4x4x8 → pool → conv 2x2x16 → pool → dense 64 → 7"),
     ("mlp", "the paper's plain neural-net baseline: one hidden layer of 256"),
-    ("deep", "VGG-style: 4 blocks of 3x3 convs with batch-norm, dropout, global average pooling"),
+    ("deep", "VGG-style: 7 3x3 convs with batch-norm (32 to 256 filters), dropout, dense 7"),
 ];
 
 fn conv(filters: usize, kernel: usize) -> LayerSpec {
@@ -44,17 +44,17 @@ pub fn preset(name: &str) -> Result<ModelSpec> {
             ],
         ),
         "mlp" => spec(name, vec![Flatten, Dense { units: 256 }, Relu, Dense { units: NUM_CLASSES }]),
+        // VGG-style, the paper's future work: 3x3 convs with batch-norm, doubling the width at
+        // each halving of the resolution. 48² ×32,32 → 24² ×64,64 → 12² ×128,128 → 6² ×256 → 3².
         "deep" => {
             let mut layers = Vec::new();
-            for (i, filters) in [32, 64, 128, 256].into_iter().enumerate() {
-                layers.extend(conv_bn_relu(filters));
-                layers.extend(conv_bn_relu(filters));
-                layers.push(MaxPool { window: 2, stride: 2 });
-                if i >= 2 {
-                    layers.push(Dropout { rate: 0.25 });
+            for block in [&[32, 32][..], &[64, 64], &[128, 128], &[256]] {
+                for &filters in block {
+                    layers.extend(conv_bn_relu(filters));
                 }
+                layers.push(MaxPool { window: 2, stride: 2 });
             }
-            layers.extend([GlobalAvgPool, Dropout { rate: 0.4 }, Dense { units: NUM_CLASSES }]);
+            layers.extend([Flatten, Dropout { rate: 0.4 }, Dense { units: NUM_CLASSES }]);
             spec(name, layers)
         }
         _ => {

@@ -16,8 +16,9 @@ pub struct Dense {
 
 impl Dense {
     pub fn new(inputs: usize, units: usize, rng: &mut Rng) -> Dense {
-        // He initialisation (std √(2/fan_in)): a finite positive std, so `Normal::new` cannot fail.
-        let normal = Normal::new(0.0, (2.0 / inputs as f32).sqrt()).expect("finite std");
+        // LeCun initialisation (std √(1/fan_in)): a dense layer is often the last one, with no
+        // ReLU after it, and He's factor 2 there starts training with over-confident logits.
+        let normal = Normal::new(0.0, (1.0 / inputs as f32).sqrt()).expect("a finite positive std");
         let weight = Tensor::from_shape_simple_fn(IxDyn(&[units, inputs]), || normal.sample(rng));
         Dense {
             inputs,

@@ -1,5 +1,5 @@
-//! `fer`: train and evaluate the FER2013 models natively, with the same library code the
-//! browser runs, so every figure the page shows can be reproduced from a terminal.
+//! The command line: argument parsing and printing around the library's training and
+//! evaluation functions.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -139,7 +139,7 @@ struct EvalArgs {
     json: bool,
 }
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

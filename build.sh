@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# One entry point for everything, on a fresh machine or a warm one:
+#   ./build.sh            install what is missing, build the wasm, serve www/ on 127.0.0.1
+#   ./build.sh test       install what is missing, run every test: native (cargo test),
+#                         in Firefox (wasm-pack test --headless --firefox), and end-to-end
+#                         page tests in headless Chromium
+#   ./build.sh wasm       build the wasm package into www/pkg (and the page's npm assets)
+#   ./build.sh setup      install the tools only
+#   ./build.sh bench      print speed figures (native and in-browser)
+# Each install step is skipped when the tool is already there at the right version.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PORT="${PORT:-8080}"
+export PATH="$HOME/.cargo/bin:$PATH"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Debian packages: Firefox ESR for the wasm tests, binaryen so wasm-pack finds wasm-opt
+# instead of downloading it, Chromium for the end-to-end tests.
+ensure_apt_packages() {
+    local missing=()
+    for package in "$@"; do
+        dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing ${missing[*]}"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+# cargo install NAME [VERSION]: skipped when `NAME --version` already reports VERSION (or any
+# version when none is asked for).
+ensure_cargo_tool() {
+    local binary=$1 crate=$2 version=${3:-}
+    if command -v "$binary" >/dev/null 2>&1; then
+        if [ -z "$version" ] || "$binary" --version 2>/dev/null | grep -qF " $version"; then
+            return
+        fi
+    fi
+    log "cargo install $crate ${version:+$version}"
+    cargo install -q "$crate" ${version:+--version "$version"}
+}
+
+wasm_bindgen_version() {
+    # The CLI must match the wasm-bindgen crate in Cargo.lock exactly.
+    awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock
+}
+
+setup() {
+    rustup target list --installed | grep -q '^wasm32-unknown-unknown$' || rustup target add wasm32-unknown-unknown
+    ensure_apt_packages firefox-esr binaryen chromium
+    [ -f Cargo.lock ] || cargo generate-lockfile
+    ensure_cargo_tool wasm-bindgen wasm-bindgen-cli "$(wasm_bindgen_version)"
+    ensure_cargo_tool wasm-pack wasm-pack
+    ensure_cargo_tool geckodriver geckodriver
+    ensure_npm_packages
+}
+
+# The page's npm assets and the end-to-end test driver, pinned in tests/e2e/package-lock.json.
+ensure_npm_packages() {
+    if [ ! -d tests/e2e/node_modules ] || [ tests/e2e/package-lock.json -nt tests/e2e/node_modules ]; then
+        log "npm ci (tests/e2e)"
+        (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+}
+
+build_wasm() {
+    log "building the wasm package into www/pkg"
+    wasm-pack build --release --target web --out-dir www/pkg --no-typescript --no-pack >&2
+    mkdir -p www/vendor
+    cp tests/e2e/node_modules/uplot/dist/uPlot.esm.js tests/e2e/node_modules/uplot/dist/uPlot.min.css www/vendor/
+}
+
+serve() {
+    log "serving www/ at http://127.0.0.1:$PORT/ (Ctrl-C to stop)"
+    echo "http://127.0.0.1:$PORT/"
+    python3 - "$PORT" <<'PY'
+import http.server, sys
+class Handler(http.server.SimpleHTTPRequestHandler):
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
+                      ".wasm": "application/wasm", ".js": "text/javascript", ".mjs": "text/javascript"}
+    def end_headers(self):
+        # Cross-origin isolation: lets the page measure its memory and use shared memory.
+        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+        self.send_header("Cache-Control", "no-cache")
+        super().end_headers()
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])),
+    lambda *a, **k: Handler(*a, directory="www", **k)).serve_forever()
+PY
+}
+
+run_tests() {
+    log "native tests (cargo test)"
+    cargo test --release
+    log "browser tests (wasm-pack test --headless --firefox)"
+    wasm-pack test --headless --firefox --release -- --test web
+    log "end-to-end page tests (headless Chromium)"
+    build_wasm
+    node --test tests/e2e/
+}
+
+case "${1:-serve}" in
+    serve) setup; build_wasm; serve ;;
+    test) setup; run_tests ;;
+    wasm) setup; build_wasm ;;
+    setup) setup ;;
+    *) echo "usage: $0 [serve|test|wasm|setup]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,311 @@
+//! The WebAssembly API: thin handles over the library that keep the data in wasm memory.
+//! JS pushes the CSV in chunks into a [`DatasetLoader`], gets a [`FaceDataset`], trains a
+//! [`Training`] a few steps per call, and classifies faces with a [`Model`]. Results are plain
+//! JS objects (serde-wasm-bindgen) or typed arrays; every failure is a JS `Error` with a
+//! message for the user, never a panic.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use wasm_bindgen::prelude::*;
+
+use crate::data::{Dataset, Fer2013Parser, ParseReport, Usage, FACE_PIXELS, NUM_CLASSES};
+use crate::engine::{ModelSpec, Network};
+use crate::models::{load_model, preset, save_model, StoredDtype, PRESETS};
+use crate::train::{evaluate, predict_faces, TrainConfig, Trainer, Tta};
+use crate::FerError;
+
+#[wasm_bindgen(start)]
+pub fn start() {
+    console_error_panic_hook::set_once();
+}
+
+/// The crate version.
+#[wasm_bindgen]
+pub fn version() -> String {
+    crate::version().to_string()
+}
+
+/// The preset names and descriptions: `[[name, description], ...]`.
+#[wasm_bindgen]
+pub fn presets() -> Result<JsValue, JsError> {
+    to_js(&PRESETS)
+}
+
+/// The default training options, as a plain object to edit and pass to `new Training`.
+#[wasm_bindgen(js_name = defaultTrainConfig)]
+pub fn default_train_config() -> Result<JsValue, JsError> {
+    to_js(&TrainConfig::default())
+}
+
+fn to_js<T: Serialize + ?Sized>(value: &T) -> Result<JsValue, JsError> {
+    // Maps as plain objects, so JS reads `report.per_usage` rather than a `Map`.
+    let serializer = serde_wasm_bindgen::Serializer::new().serialize_maps_as_objects(true);
+    value.serialize(&serializer).map_err(|e| JsError::new(&e.to_string()))
+}
+
+fn js_error(error: FerError) -> JsError {
+    JsError::new(&error.to_string())
+}
+
+fn parse_usage(name: &str) -> Result<Usage, JsError> {
+    name.parse::<Usage>().map_err(js_error)
+}
+
+/// Streams a FER2013 CSV in: `push` each chunk as it arrives (any size, lines may be split),
+/// then `finish`.
+#[wasm_bindgen]
+#[derive(Default)]
+pub struct DatasetLoader {
+    parser: Option<Fer2013Parser>,
+}
+
+#[wasm_bindgen]
+impl DatasetLoader {
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> DatasetLoader {
+        DatasetLoader { parser: Some(Fer2013Parser::new()) }
+    }
+
+    fn parser(&mut self) -> Result<&mut Fer2013Parser, JsError> {
+        self.parser.as_mut().ok_or_else(|| JsError::new("this loader has finished; create a new one"))
+    }
+
+    pub fn push(&mut self, chunk: &[u8]) -> Result<(), JsError> {
+        self.parser()?.push(chunk);
+        Ok(())
+    }
+
+    /// Progress so far: `{ bytes_read, rows_ok, rows_bad, ... }` (the report's fields).
+    pub fn progress(&mut self) -> Result<JsValue, JsError> {
+        to_js(self.parser()?.report())
+    }
+
+    /// Ends the stream; fails when the file held no valid FER2013 row.
+    pub fn finish(&mut self) -> Result<FaceDataset, JsError> {
+        let parser = self.parser.take().ok_or_else(|| JsError::new("this loader has already finished"))?;
+        let parsed = parser.finish().map_err(js_error)?;
+        Ok(FaceDataset { data: parsed.dataset, report: parsed.report })
+    }
+}
+
+/// The loaded faces (48x48 bytes each), labels and usages.
+#[wasm_bindgen]
+pub struct FaceDataset {
+    data: Dataset,
+    report: ParseReport,
+}
+
+#[wasm_bindgen]
+impl FaceDataset {
+    #[wasm_bindgen(getter)]
+    pub fn length(&self) -> usize {
+        self.data.len()
+    }
+
+    /// The parse summary: rows per usage and class, bad rows with line numbers and reasons.
+    pub fn report(&self) -> Result<JsValue, JsError> {
+        to_js(&self.report)
+    }
+
+    fn check_row(&self, row: usize) -> Result<(), JsError> {
+        if row >= self.data.len() {
+            return Err(JsError::new(&format!("row {row} is past the end ({} rows)", self.data.len())));
+        }
+        Ok(())
+    }
+
+    /// Row `row`'s 48x48 grey pixels.
+    pub fn face(&self, row: usize) -> Result<Vec<u8>, JsError> {
+        self.check_row(row)?;
+        Ok(self.data.face(row).to_vec())
+    }
+
+    pub fn label(&self, row: usize) -> Result<u8, JsError> {
+        self.check_row(row)?;
+        Ok(self.data.label(row))
+    }
+
+    pub fn usage(&self, row: usize) -> Result<String, JsError> {
+        self.check_row(row)?;
+        Ok(self.data.usage(row).name().to_string())
+    }
+
+    /// Row numbers with the given Usage (`Training`, `PublicTest`, `PrivateTest`), in file order.
+    pub fn rows(&self, usage: &str) -> Result<Vec<u32>, JsError> {
+        Ok(self.data.indices_of(parse_usage(usage)?).into_iter().map(|r| r as u32).collect())
+    }
+}
+
+/// A classifier. Faces in, seven probabilities out (Angry, Disgust, Fear, Happy, Sad,
+/// Surprise, Neutral).
+#[wasm_bindgen]
+pub struct Model {
+    network: Network,
+    metadata: HashMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct ModelDescription<'a> {
+    spec: &'a ModelSpec,
+    parameters: usize,
+    macs: usize,
+    metadata: &'a HashMap<String, String>,
+}
+
+#[wasm_bindgen]
+impl Model {
+    /// A freshly initialised preset (`seed`, `mlp`, `deep`).
+    #[wasm_bindgen(js_name = fromPreset)]
+    pub fn from_preset(name: &str, seed: u64) -> Result<Model, JsError> {
+        let network = Network::new(preset(name).map_err(js_error)?, seed).map_err(js_error)?;
+        Ok(Model { network, metadata: HashMap::new() })
+    }
+
+    /// Loads a `.safetensors` model file; the error says why a file does not load.
+    #[wasm_bindgen(js_name = fromBytes)]
+    pub fn from_bytes(bytes: &[u8]) -> Result<Model, JsError> {
+        let loaded = load_model(bytes).map_err(js_error)?;
+        Ok(Model { network: loaded.network, metadata: loaded.metadata })
+    }
+
+    /// The model as a `.safetensors` file; `half` stores f16 weights (half the size).
+    #[wasm_bindgen(js_name = toBytes)]
+    pub fn to_bytes(&self, half: bool) -> Result<Vec<u8>, JsError> {
+        let dtype = if half { StoredDtype::F16 } else { StoredDtype::F32 };
+        save_model(&self.network, dtype, &self.metadata).map_err(js_error)
+    }
+
+    /// `{ spec: { name, input, layers, classes }, parameters, macs, metadata }`
+    pub fn describe(&self) -> Result<JsValue, JsError> {
+        to_js(&ModelDescription {
+            spec: self.network.spec(),
+            parameters: self.network.parameter_count(),
+            macs: self.network.macs(),
+            metadata: &self.metadata,
+        })
+    }
+
+    /// Probabilities for each face in `faces_u8` (48x48 bytes each, laid end to end):
+    /// `n × 7` values. `tta` is `none`, `flip` or `flip_shift`.
+    pub fn predict(&mut self, faces_u8: &[u8], tta: &str) -> Result<Vec<f32>, JsError> {
+        if faces_u8.is_empty() || faces_u8.len() % FACE_PIXELS != 0 {
+            return Err(JsError::new(&format!("expected whole 48x48 faces ({FACE_PIXELS} bytes each), got {} bytes", faces_u8.len())));
+        }
+        let tta = parse_tta(tta)?;
+        Ok(predict_faces(&mut self.network, faces_u8, tta).into_raw_vec_and_offset().0)
+    }
+
+    /// Accuracy, per-class accuracy and confusion matrix on the rows of one Usage.
+    pub fn evaluate(&mut self, data: &FaceDataset, usage: &str, tta: &str) -> Result<JsValue, JsError> {
+        let rows = data.data.indices_of(parse_usage(usage)?);
+        if rows.is_empty() {
+            return Err(JsError::new(&format!("the data has no {usage} rows")));
+        }
+        to_js(&evaluate(&mut self.network, &data.data, &rows, parse_tta(tta)?))
+    }
+}
+
+fn parse_tta(name: &str) -> Result<Tta, JsError> {
+    serde_json::from_value(serde_json::Value::String(name.to_string()))
+        .map_err(|_| JsError::new(&format!("test-time augmentation '{name}' is not none, flip or flip_shift")))
+}
+
+/// Training in progress: owns the model being trained.
+#[wasm_bindgen]
+pub struct Training {
+    trainer: Trainer,
+}
+
+#[derive(Serialize)]
+struct StepsReport {
+    loss: f32,
+    correct: usize,
+    samples: usize,
+    lr: f32,
+    /// Epochs completed after these steps.
+    epoch: usize,
+    epoch_finished: bool,
+    finished: bool,
+}
+
+#[wasm_bindgen]
+impl Training {
+    /// Trains `model` (consumed) on the first `limit` Training rows of `data` (all when
+    /// `limit` is undefined) with `config` (see `defaultTrainConfig()`).
+    #[wasm_bindgen(constructor)]
+    pub fn new(model: Model, data: &FaceDataset, config: JsValue, limit: Option<usize>) -> Result<Training, JsError> {
+        let config: TrainConfig =
+            serde_wasm_bindgen::from_value(config).map_err(|e| JsError::new(&format!("invalid training options: {e}")))?;
+        let mut rows = data.data.indices_of(Usage::Training);
+        if let Some(limit) = limit {
+            rows.truncate(limit);
+        }
+        let trainer = Trainer::new(model.network, config, &data.data, rows).map_err(js_error)?;
+        Ok(Training { trainer })
+    }
+
+    /// Up to `steps` batches, stopping early at the end of an epoch so the caller can evaluate.
+    /// Returns `{ loss, correct, samples, lr, epoch, epoch_finished, finished }` over those steps.
+    #[wasm_bindgen(js_name = trainSteps)]
+    pub fn train_steps(&mut self, data: &FaceDataset, steps: u32) -> Result<JsValue, JsError> {
+        let (mut loss_sum, mut correct, mut samples, mut lr, mut epoch_finished) = (0.0f32, 0, 0, 0.0, false);
+        for _ in 0..steps {
+            if self.trainer.is_finished() {
+                break;
+            }
+            let step = self.trainer.train_step(&data.data);
+            loss_sum += step.loss * step.samples as f32;
+            correct += step.correct;
+            samples += step.samples;
+            lr = step.lr;
+            if step.epoch_finished {
+                epoch_finished = true;
+                break;
+            }
+        }
+        to_js(&StepsReport {
+            loss: loss_sum / samples.max(1) as f32,
+            correct,
+            samples,
+            lr,
+            epoch: self.trainer.epoch(),
+            epoch_finished,
+            finished: self.trainer.is_finished(),
+        })
+    }
+
+    #[wasm_bindgen(js_name = stepsPerEpoch)]
+    pub fn steps_per_epoch(&self) -> usize {
+        self.trainer.steps_per_epoch()
+    }
+
+    pub fn epoch(&self) -> usize {
+        self.trainer.epoch()
+    }
+
+    pub fn evaluate(&mut self, data: &FaceDataset, usage: &str) -> Result<JsValue, JsError> {
+        let rows = data.data.indices_of(parse_usage(usage)?);
+        if rows.is_empty() {
+            return Err(JsError::new(&format!("the data has no {usage} rows")));
+        }
+        to_js(&evaluate(&mut self.trainer.network, &data.data, &rows, Tta::None))
+    }
+
+    /// The model as trained so far, as a `.safetensors` file (load it with `Model.fromBytes`).
+    #[wasm_bindgen(js_name = modelBytes)]
+    pub fn model_bytes(&self, half: bool) -> Result<Vec<u8>, JsError> {
+        let dtype = if half { StoredDtype::F16 } else { StoredDtype::F32 };
+        let metadata = HashMap::from([(
+            "training".to_string(),
+            serde_json::to_string(self.trainer.config()).map_err(|e| JsError::new(&e.to_string()))?,
+        )]);
+        save_model(&self.trainer.network, dtype, &metadata).map_err(js_error)
+    }
+}
+
+/// Classes the models output, for the page's labels.
+#[wasm_bindgen]
+pub fn emotions() -> Vec<String> {
+    crate::data::EMOTIONS[..NUM_CLASSES].iter().map(|e| e.to_string()).collect()
+}

@@ -1,0 +1,24 @@
+//! The fixed scenario of `common::reference_probabilities` natively, against the fixture that
+//! the browser test (tests/web.rs) checks too: native and wasm agree within 1e-5.
+//! After a deliberate change to the numerics, regenerate with `UPDATE_FIXTURES=1 cargo test --test reference`.
+
+#![cfg(not(target_arch = "wasm32"))]
+
+mod common;
+
+#[test]
+fn native_predictions_match_the_shared_fixture() {
+    let probs = common::reference_probabilities();
+    assert_eq!(probs.len(), 21);
+    if std::env::var_os("UPDATE_FIXTURES").is_some() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/reference_probabilities.json");
+        std::fs::write(path, serde_json::to_string_pretty(&probs).unwrap()).unwrap();
+        return;
+    }
+    let expected = common::reference_fixture();
+    for (i, (got, want)) in probs.iter().zip(&expected).enumerate() {
+        assert!((got - want).abs() < 1e-5, "probability {i}: {got} vs fixture {want}");
+    }
+    // The 6 training steps moved the model: not the uniform 1/7 of an untrained net.
+    assert!(probs.iter().any(|p| (p - 1.0 / 7.0).abs() > 0.01));
+}

@@ -1,0 +1,155 @@
+//! Training end to end on small synthetic data: the loss goes down and the set is fitted;
+//! checkpoints resume exactly; the optimisers and schedules behave as specified.
+
+#![cfg(not(target_arch = "wasm32"))]
+
+mod common;
+
+use fer_cnn::data::input::{augment_face, face_to_input, AugmentConfig, Warp};
+use fer_cnn::data::{FACE_PIXELS, FACE_SIDE};
+use fer_cnn::engine::{LrSchedule, ModelSpec, Network, OptimizerKind, Rng};
+use fer_cnn::models::preset;
+use fer_cnn::train::{evaluate, Schedule, TrainConfig, Trainer, Tta};
+use rand::SeedableRng;
+
+fn synthetic(per_class: usize) -> fer_cnn::data::Dataset {
+    common::parse_in_chunks(common::synthetic_csv(per_class, &["Training"], 77).as_bytes(), 1 << 16).dataset
+}
+
+fn fit(spec: ModelSpec, config: TrainConfig) -> (Vec<f32>, f32) {
+    let data = synthetic(10);
+    let rows: Vec<usize> = (0..data.len()).collect();
+    let mut trainer = Trainer::new(Network::new(spec, 1).unwrap(), config, &data, rows.clone()).unwrap();
+    let mut losses = Vec::new();
+    while !trainer.is_finished() {
+        losses.push(trainer.train_epoch(&data, |_| {}).loss);
+    }
+    let accuracy = evaluate(&mut trainer.network, &data, &rows, Tta::None).accuracy;
+    (losses, accuracy)
+}
+
+#[test]
+fn seed_preset_drives_the_loss_down_and_fits_the_set() {
+    let config = TrainConfig { epochs: 30, batch_size: 10, lr: 3e-3, ..TrainConfig::default() };
+    let (losses, accuracy) = fit(preset("seed").unwrap(), config);
+    assert!(losses.last().unwrap() < &(losses[0] * 0.3), "losses {losses:?}");
+    assert!(accuracy > 0.95, "train accuracy {accuracy}");
+}
+
+#[test]
+fn deep_preset_with_sgd_augmentation_and_smoothing_learns() {
+    let config = TrainConfig {
+        epochs: 8,
+        batch_size: 14,
+        lr: 0.02,
+        optimizer: OptimizerKind::sgd_nesterov(),
+        weight_decay: 5e-4,
+        schedule: Schedule::Cosine { warmup_epochs: 1 },
+        label_smoothing: 0.1,
+        augment: Some(AugmentConfig { erase_probability: 0.0, ..AugmentConfig::default() }),
+        class_weights: true,
+        ..TrainConfig::default()
+    };
+    let (losses, accuracy) = fit(preset("deep").unwrap(), config);
+    assert!(losses.last().unwrap() < &(losses[0] * 0.6), "losses {losses:?}");
+    assert!(accuracy > 0.9, "train accuracy {accuracy} losses {losses:?}");
+}
+
+#[test]
+fn mlp_with_adamw_and_mixup_learns() {
+    let config = TrainConfig {
+        epochs: 20,
+        batch_size: 10,
+        lr: 1e-3,
+        optimizer: OptimizerKind::adamw(),
+        weight_decay: 0.01,
+        mixup_alpha: 0.2,
+        ..TrainConfig::default()
+    };
+    let (losses, accuracy) = fit(preset("mlp").unwrap(), config);
+    assert!(losses.last().unwrap() < &(losses[0] * 0.7), "losses {losses:?}");
+    assert!(accuracy > 0.9, "train accuracy {accuracy}");
+}
+
+#[test]
+fn training_is_deterministic_given_a_seed() {
+    let config = TrainConfig { epochs: 2, batch_size: 16, augment: Some(AugmentConfig::default()), ..TrainConfig::default() };
+    let a = fit(preset("seed").unwrap(), config.clone());
+    let b = fit(preset("seed").unwrap(), config);
+    assert_eq!(a.0, b.0);
+}
+
+#[test]
+fn a_checkpoint_resumes_exactly_where_training_stopped() {
+    let data = synthetic(4);
+    let rows: Vec<usize> = (0..data.len()).collect();
+    let config = TrainConfig {
+        epochs: 3,
+        batch_size: 8,
+        optimizer: OptimizerKind::sgd_nesterov(),
+        lr: 0.01,
+        augment: Some(AugmentConfig::default()),
+        ..TrainConfig::default()
+    };
+    let network = || Network::new(preset("seed").unwrap(), 3).unwrap();
+    let mut straight = Trainer::new(network(), config.clone(), &data, rows.clone()).unwrap();
+    let straight_losses: Vec<f32> = (0..8).map(|_| straight.train_step(&data).loss).collect();
+
+    let mut first = Trainer::new(network(), config, &data, rows.clone()).unwrap();
+    let mut resumed_losses: Vec<f32> = (0..5).map(|_| first.train_step(&data).loss).collect();
+    let checkpoint = first.checkpoint().unwrap();
+    let mut second = Trainer::resume(&checkpoint, &data, rows.clone(), None).unwrap();
+    resumed_losses.extend((0..3).map(|_| second.train_step(&data).loss));
+    assert_eq!(straight_losses, resumed_losses);
+
+    let wrong_rows = Trainer::resume(&checkpoint, &data, rows[..10].to_vec(), None);
+    assert!(wrong_rows.is_err());
+}
+
+#[test]
+fn bad_training_options_are_errors() {
+    let data = synthetic(1);
+    let rows: Vec<usize> = (0..data.len()).collect();
+    let network = || Network::new(preset("seed").unwrap(), 3).unwrap();
+    for config in [
+        TrainConfig { batch_size: 0, ..TrainConfig::default() },
+        TrainConfig { epochs: 0, ..TrainConfig::default() },
+        TrainConfig { lr: f32::NAN, ..TrainConfig::default() },
+        TrainConfig { label_smoothing: 1.0, ..TrainConfig::default() },
+    ] {
+        assert!(Trainer::new(network(), config, &data, rows.clone()).is_err());
+    }
+    assert!(Trainer::new(network(), TrainConfig::default(), &data, Vec::new()).is_err());
+    assert!(Trainer::new(network(), TrainConfig::default(), &data, vec![10_000]).is_err());
+}
+
+#[test]
+fn cosine_schedule_warms_up_then_decays() {
+    let schedule = LrSchedule::Cosine { warmup_steps: 10, total_steps: 110, min_ratio: 0.01 };
+    assert!((schedule.lr_at(1.0, 0) - 0.1).abs() < 1e-6);
+    assert!((schedule.lr_at(1.0, 9) - 1.0).abs() < 1e-6);
+    assert!((schedule.lr_at(1.0, 60) - 0.505).abs() < 1e-3);
+    assert!((schedule.lr_at(1.0, 110) - 0.01).abs() < 1e-6);
+    assert_eq!(LrSchedule::Step { every_steps: 10, gamma: 0.5 }.lr_at(2.0, 25), 0.5);
+}
+
+#[test]
+fn augmentation_without_changes_is_the_identity_and_flip_mirrors() {
+    let face = common::synthetic_face(2, &mut common::Lcg(1));
+    let mut plain = vec![0.0; FACE_PIXELS];
+    face_to_input(&face, &mut plain);
+    let none = AugmentConfig { max_shift: 0.0, max_rotation_deg: 0.0, max_scale: 0.0, flip: false, erase_probability: 0.0 };
+    let mut out = vec![0.0; FACE_PIXELS];
+    augment_face(&face, &mut out, &none, &mut Rng::seed_from_u64(0));
+    assert_eq!(out, plain);
+
+    Warp { flip: true, ..Warp::IDENTITY }.apply(&face, &mut out);
+    for y in 0..FACE_SIDE {
+        for x in 0..FACE_SIDE {
+            assert_eq!(out[y * FACE_SIDE + x], plain[y * FACE_SIDE + FACE_SIDE - 1 - x]);
+        }
+    }
+    // A whole-pixel shift moves the picture: output (x, y) reads source (x − 3, y).
+    Warp { shift_x: 3.0, ..Warp::IDENTITY }.apply(&face, &mut out);
+    assert_eq!(out[10 * FACE_SIDE + 20], plain[10 * FACE_SIDE + 17]);
+}

@@ -1,0 +1,81 @@
+//! Browser tests (`wasm-pack test --headless --firefox -- --test web`): the wasm API end to end
+//! in a real browser, and the same numbers as the native build.
+
+#![cfg(target_arch = "wasm32")]
+
+mod common;
+
+use fer_cnn::train::TrainConfig;
+use fer_cnn::web::{DatasetLoader, Model, Training};
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+fn load(csv: &str, chunk: usize) -> fer_cnn::web::FaceDataset {
+    let mut loader = DatasetLoader::new();
+    for piece in csv.as_bytes().chunks(chunk) {
+        loader.push(piece).unwrap();
+    }
+    loader.finish().unwrap_or_else(|_| panic!("synthetic CSV loads"))
+}
+
+#[wasm_bindgen_test]
+fn same_predictions_as_native_within_1e_5() {
+    let probs = common::reference_probabilities();
+    let expected = common::reference_fixture();
+    assert_eq!(probs.len(), expected.len());
+    for (i, (got, want)) in probs.iter().zip(&expected).enumerate() {
+        assert!((got - want).abs() < 1e-5, "probability {i}: wasm {got} vs native {want}");
+    }
+}
+
+#[wasm_bindgen_test]
+fn csv_in_odd_chunks_with_bad_rows_is_parsed_and_reported() {
+    let mut csv = common::synthetic_csv(2, &["Training", "PublicTest", "PrivateTest"], 5);
+    csv += "7,1 2 3,Training\n";
+    let data = load(&csv, 13);
+    assert_eq!(data.length(), 42);
+    assert_eq!(data.rows("PublicTest").unwrap().len(), 14);
+    assert_eq!(data.usage(0).unwrap(), "Training");
+    assert_eq!(data.face(3).unwrap().len(), 2304);
+    assert!(data.face(42).is_err());
+    let report = js_sys::JSON::stringify(&data.report().unwrap()).unwrap().as_string().unwrap();
+    assert!(report.contains("\"rows_bad\":1"), "{report}");
+    assert!(report.contains("\"line\":44"), "{report}");
+}
+
+#[wasm_bindgen_test]
+fn train_predict_save_and_load_in_the_browser() {
+    let csv = common::synthetic_csv(6, &["Training", "PublicTest"], 9);
+    let data = load(&csv, 4099);
+    let config = TrainConfig { epochs: 3, batch_size: 14, lr: 3e-3, ..TrainConfig::default() };
+    let config = serde_wasm_bindgen::to_value(&config).unwrap();
+    let model = Model::from_preset("seed", 1).unwrap_or_else(|_| panic!("preset builds"));
+    let mut training = Training::new(model, &data, config, None).unwrap_or_else(|_| panic!("training starts"));
+    assert_eq!(training.steps_per_epoch(), 3);
+    let mut finished = false;
+    for _ in 0..20 {
+        let report = training.train_steps(&data, 2).unwrap();
+        finished = js_sys::Reflect::get(&report, &"finished".into()).unwrap().as_bool().unwrap();
+        if finished {
+            break;
+        }
+    }
+    assert!(finished);
+    assert_eq!(training.epoch(), 3);
+
+    let bytes = training.model_bytes(false).unwrap_or_else(|_| panic!("model saves"));
+    let mut model = Model::from_bytes(&bytes).unwrap_or_else(|_| panic!("model loads"));
+    let faces: Vec<u8> = (0..2).flat_map(|r| data.face(r).unwrap()).collect();
+    let probs = model.predict(&faces, "none").unwrap_or_else(|_| panic!("predicts"));
+    assert_eq!(probs.len(), 14);
+    for face in probs.chunks(7) {
+        assert!((face.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    }
+    let reloaded = Model::from_bytes(&model.to_bytes(false).unwrap_or_else(|_| panic!("saves"))).unwrap_or_else(|_| panic!("loads"));
+    let mut reloaded = reloaded;
+    assert_eq!(reloaded.predict(&faces, "none").unwrap_or_else(|_| panic!("predicts")), probs);
+
+    assert!(Model::from_bytes(&bytes[..bytes.len() / 2]).is_err(), "a truncated file is refused");
+    assert!(model.predict(&faces[..100], "none").is_err(), "a partial face is refused");
+}
