@@ -62,19 +62,22 @@ setup() {
     ensure_npm_packages
 }
 
-# The page's npm assets and the end-to-end test driver, pinned in tests/e2e/package-lock.json.
+# npm packages, pinned by package-lock.json: the page's third-party assets (www/) and the
+# end-to-end test driver (tests/e2e/). Reinstalled only when the lock file changes.
 ensure_npm_packages() {
-    if [ ! -d tests/e2e/node_modules ] || [ tests/e2e/package-lock.json -nt tests/e2e/node_modules ]; then
-        log "npm ci (tests/e2e)"
-        (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
-    fi
+    for dir in www tests/e2e; do
+        if [ ! -f "$dir/node_modules/.package-lock.json" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+            log "npm ci ($dir)"
+            (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+        fi
+    done
 }
 
 build_wasm() {
     log "building the wasm package into www/pkg"
     wasm-pack build --release --target web --out-dir www/pkg --no-typescript --no-pack >&2
     mkdir -p www/vendor
-    cp tests/e2e/node_modules/uplot/dist/uPlot.esm.js tests/e2e/node_modules/uplot/dist/uPlot.min.css www/vendor/
+    cp www/node_modules/uplot/dist/uPlot.esm.js www/node_modules/uplot/dist/uPlot.min.css www/vendor/
 }
 
 serve() {

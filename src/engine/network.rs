@@ -74,6 +74,22 @@ impl Network {
         }
     }
 
+    /// Every layer's output in evaluation mode, first layer first (for looking inside a model).
+    pub fn layer_outputs(&mut self, input: Tensor) -> Vec<Tensor> {
+        let mut outputs: Vec<Tensor> = Vec::with_capacity(self.layers.len());
+        let mut activation = standard(input);
+        for layer in &mut self.layers {
+            activation = standard(layer.forward(activation, &mut Mode::Eval));
+            outputs.push(activation.clone());
+        }
+        outputs
+    }
+
+    /// The saved tensor called `name` (see [`Network::named_tensors`]).
+    pub fn tensor(&self, name: &str) -> Option<&Tensor> {
+        self.named_tensors().into_iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+
     /// Class probabilities `[n, classes]` in evaluation mode.
     pub fn predict(&mut self, input: Tensor) -> Array2<f32> {
         softmax(self.forward(input, &mut Mode::Eval).view())

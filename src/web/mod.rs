@@ -10,10 +10,15 @@ use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
 use crate::data::{Dataset, Fer2013Parser, ParseReport, Usage, FACE_PIXELS, NUM_CLASSES};
-use crate::engine::{ModelSpec, Network};
+use crate::data::input::face_to_input;
+use crate::engine::network::batch_tensor;
+use crate::engine::{LayerSpec, ModelSpec, Network};
 use crate::models::{load_model, preset, save_model, StoredDtype, PRESETS};
-use crate::train::{evaluate, predict_faces, TrainConfig, Trainer, Tta};
+use crate::train::{evaluate, predict_faces, TrainConfig, Tta};
 use crate::FerError;
+
+mod training;
+pub use training::Training;
 
 #[wasm_bindgen(start)]
 pub fn start() {
@@ -38,17 +43,17 @@ pub fn default_train_config() -> Result<JsValue, JsError> {
     to_js(&TrainConfig::default())
 }
 
-fn to_js<T: Serialize + ?Sized>(value: &T) -> Result<JsValue, JsError> {
+pub(crate) fn to_js<T: Serialize + ?Sized>(value: &T) -> Result<JsValue, JsError> {
     // Maps as plain objects, so JS reads `report.per_usage` rather than a `Map`.
     let serializer = serde_wasm_bindgen::Serializer::new().serialize_maps_as_objects(true);
     value.serialize(&serializer).map_err(|e| JsError::new(&e.to_string()))
 }
 
-fn js_error(error: FerError) -> JsError {
+pub(crate) fn js_error(error: FerError) -> JsError {
     JsError::new(&error.to_string())
 }
 
-fn parse_usage(name: &str) -> Result<Usage, JsError> {
+pub(crate) fn parse_usage(name: &str) -> Result<Usage, JsError> {
     name.parse::<Usage>().map_err(js_error)
 }
 
@@ -92,7 +97,7 @@ impl DatasetLoader {
 /// The loaded faces (48x48 bytes each), labels and usages.
 #[wasm_bindgen]
 pub struct FaceDataset {
-    data: Dataset,
+    pub(crate) data: Dataset,
     report: ParseReport,
 }
 
@@ -141,7 +146,7 @@ impl FaceDataset {
 /// Surprise, Neutral).
 #[wasm_bindgen]
 pub struct Model {
-    network: Network,
+    pub(crate) network: Network,
     metadata: HashMap<String, String>,
 }
 
@@ -151,6 +156,19 @@ struct ModelDescription<'a> {
     parameters: usize,
     macs: usize,
     metadata: &'a HashMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct LayerView {
+    layer: LayerSpec,
+    shape: Vec<usize>,
+    values: Vec<f32>,
+}
+
+#[derive(Serialize)]
+struct TensorView {
+    shape: Vec<usize>,
+    values: Vec<f32>,
 }
 
 #[wasm_bindgen]
@@ -196,6 +214,40 @@ impl Model {
         Ok(predict_faces(&mut self.network, faces_u8, tta).into_raw_vec_and_offset().0)
     }
 
+    /// Each layer's output for one 48x48 face: `[{ layer, shape, values }]`, `shape` being
+    /// `[c, h, w]` for images and `[features]` after flattening (the batch axis removed).
+    pub fn inspect(&mut self, face_u8: &[u8]) -> Result<JsValue, JsError> {
+        if face_u8.len() != FACE_PIXELS {
+            return Err(JsError::new(&format!("expected one 48x48 face ({FACE_PIXELS} bytes), got {}", face_u8.len())));
+        }
+        let mut input = vec![0.0f32; FACE_PIXELS];
+        face_to_input(face_u8, &mut input);
+        let input = batch_tensor(self.network.spec().input, input).map_err(js_error)?;
+        let outputs = self.network.layer_outputs(input);
+        let views: Vec<LayerView> = self
+            .network
+            .spec()
+            .layers
+            .iter()
+            .zip(outputs)
+            .map(|(layer, output)| LayerView {
+                layer: layer.clone(),
+                shape: output.shape()[1..].to_vec(),
+                values: output.iter().copied().collect(),
+            })
+            .collect();
+        to_js(&views)
+    }
+
+    /// The first convolution's filters: `{ shape: [filters, channels, k, k], values }`, or
+    /// `null` when the model does not start with a convolution.
+    pub fn filters(&self) -> Result<JsValue, JsError> {
+        match self.network.tensor("layers.0.weight") {
+            Some(weight) if weight.ndim() == 4 => to_js(&TensorView { shape: weight.shape().to_vec(), values: weight.iter().copied().collect() }),
+            _ => Ok(JsValue::NULL),
+        }
+    }
+
     /// Accuracy, per-class accuracy and confusion matrix on the rows of one Usage.
     pub fn evaluate(&mut self, data: &FaceDataset, usage: &str, tta: &str) -> Result<JsValue, JsError> {
         let rows = data.data.indices_of(parse_usage(usage)?);
@@ -206,102 +258,9 @@ impl Model {
     }
 }
 
-fn parse_tta(name: &str) -> Result<Tta, JsError> {
+pub(crate) fn parse_tta(name: &str) -> Result<Tta, JsError> {
     serde_json::from_value(serde_json::Value::String(name.to_string()))
         .map_err(|_| JsError::new(&format!("test-time augmentation '{name}' is not none, flip or flip_shift")))
-}
-
-/// Training in progress: owns the model being trained.
-#[wasm_bindgen]
-pub struct Training {
-    trainer: Trainer,
-}
-
-#[derive(Serialize)]
-struct StepsReport {
-    loss: f32,
-    correct: usize,
-    samples: usize,
-    lr: f32,
-    /// Epochs completed after these steps.
-    epoch: usize,
-    epoch_finished: bool,
-    finished: bool,
-}
-
-#[wasm_bindgen]
-impl Training {
-    /// Trains `model` (consumed) on the first `limit` Training rows of `data` (all when
-    /// `limit` is undefined) with `config` (see `defaultTrainConfig()`).
-    #[wasm_bindgen(constructor)]
-    pub fn new(model: Model, data: &FaceDataset, config: JsValue, limit: Option<usize>) -> Result<Training, JsError> {
-        let config: TrainConfig =
-            serde_wasm_bindgen::from_value(config).map_err(|e| JsError::new(&format!("invalid training options: {e}")))?;
-        let mut rows = data.data.indices_of(Usage::Training);
-        if let Some(limit) = limit {
-            rows.truncate(limit);
-        }
-        let trainer = Trainer::new(model.network, config, &data.data, rows).map_err(js_error)?;
-        Ok(Training { trainer })
-    }
-
-    /// Up to `steps` batches, stopping early at the end of an epoch so the caller can evaluate.
-    /// Returns `{ loss, correct, samples, lr, epoch, epoch_finished, finished }` over those steps.
-    #[wasm_bindgen(js_name = trainSteps)]
-    pub fn train_steps(&mut self, data: &FaceDataset, steps: u32) -> Result<JsValue, JsError> {
-        let (mut loss_sum, mut correct, mut samples, mut lr, mut epoch_finished) = (0.0f32, 0, 0, 0.0, false);
-        for _ in 0..steps {
-            if self.trainer.is_finished() {
-                break;
-            }
-            let step = self.trainer.train_step(&data.data);
-            loss_sum += step.loss * step.samples as f32;
-            correct += step.correct;
-            samples += step.samples;
-            lr = step.lr;
-            if step.epoch_finished {
-                epoch_finished = true;
-                break;
-            }
-        }
-        to_js(&StepsReport {
-            loss: loss_sum / samples.max(1) as f32,
-            correct,
-            samples,
-            lr,
-            epoch: self.trainer.epoch(),
-            epoch_finished,
-            finished: self.trainer.is_finished(),
-        })
-    }
-
-    #[wasm_bindgen(js_name = stepsPerEpoch)]
-    pub fn steps_per_epoch(&self) -> usize {
-        self.trainer.steps_per_epoch()
-    }
-
-    pub fn epoch(&self) -> usize {
-        self.trainer.epoch()
-    }
-
-    pub fn evaluate(&mut self, data: &FaceDataset, usage: &str) -> Result<JsValue, JsError> {
-        let rows = data.data.indices_of(parse_usage(usage)?);
-        if rows.is_empty() {
-            return Err(JsError::new(&format!("the data has no {usage} rows")));
-        }
-        to_js(&evaluate(&mut self.trainer.network, &data.data, &rows, Tta::None))
-    }
-
-    /// The model as trained so far, as a `.safetensors` file (load it with `Model.fromBytes`).
-    #[wasm_bindgen(js_name = modelBytes)]
-    pub fn model_bytes(&self, half: bool) -> Result<Vec<u8>, JsError> {
-        let dtype = if half { StoredDtype::F16 } else { StoredDtype::F32 };
-        let metadata = HashMap::from([(
-            "training".to_string(),
-            serde_json::to_string(self.trainer.config()).map_err(|e| JsError::new(&e.to_string()))?,
-        )]);
-        save_model(&self.trainer.network, dtype, &metadata).map_err(js_error)
-    }
 }
 
 /// Classes the models output, for the page's labels.

@@ -1,0 +1,22 @@
+// Page entry: start the wasm engine, load the default model, then hand the shared pieces to
+// each section (camera, training). Sections never import each other; they share the
+// ModelRegistry, whose 'change' event says which model classifies faces.
+import init, * as fer from '../pkg/fer_cnn.js';
+import { ModelRegistry } from './models.js';
+
+const status = document.querySelector('#engine-status');
+
+async function main() {
+  await init();
+  document.querySelector('#version').textContent = `fer-cnn ${fer.version()}`;
+  const registry = new ModelRegistry(fer, document.querySelector('#model-select'), document.querySelector('#model-info'));
+  await registry.loadDefault();
+  status.textContent = 'Ready';
+  document.body.dataset.ready = 'true';
+}
+
+main().catch((error) => {
+  status.textContent = `Could not start: ${error.message ?? error}`;
+  status.classList.add('error');
+  console.error(error);
+});
