@@ -100,8 +100,10 @@ pub fn augment_face(face_u8: &[u8], out: &mut [f32], config: &AugmentConfig, rng
         let aspect = rng.random_range(0.3f32..3.3).sqrt();
         let h = ((area * aspect).sqrt() as usize).clamp(1, FACE_SIDE);
         let w = ((area / aspect).sqrt() as usize).clamp(1, FACE_SIDE);
-        let top = rng.random_range(0..=FACE_SIDE - h);
-        let left = rng.random_range(0..=FACE_SIDE - w);
+        // u32, not usize: rand draws a usize range differently on 32-bit wasm and 64-bit
+        // native, and a seed must give the same faces on both.
+        let top = rng.random_range(0..=(FACE_SIDE - h) as u32) as usize;
+        let left = rng.random_range(0..=(FACE_SIDE - w) as u32) as usize;
         for row in out.chunks_exact_mut(FACE_SIDE).skip(top).take(h) {
             row[left..left + w].fill(0.0);
         }

@@ -140,7 +140,7 @@ impl Network {
 /// A batch tensor `[n, c, h, w]` from `n` samples laid end to end.
 pub fn batch_tensor(input: [usize; 3], values: Vec<f32>) -> Result<Tensor> {
     let per_sample: usize = input.iter().product();
-    if per_sample == 0 || values.len() % per_sample != 0 {
+    if per_sample == 0 || !values.len().is_multiple_of(per_sample) {
         return Err(FerError::Data(format!(
             "{} values do not make whole samples of shape {input:?}",
             values.len()

@@ -20,7 +20,7 @@ where
     let chunk_len = (item_len * SAMPLES_PER_CHUNK).max(1);
     let run = |(index, chunk): (usize, &mut [f32])| {
         let first = index * SAMPLES_PER_CHUNK;
-        let count = if item_len == 0 { 0 } else { chunk.len() / item_len };
+        let count = chunk.len().checked_div(item_len).unwrap_or(0);
         f(first..first + count, chunk)
     };
     #[cfg(not(target_arch = "wasm32"))]

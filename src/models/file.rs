@@ -79,7 +79,7 @@ pub fn load_model(bytes: &[u8]) -> Result<LoadedModel> {
 /// [`load_model`], also returning the `optimizer.*` tensors of a checkpoint.
 pub fn load_with_extras(bytes: &[u8]) -> Result<(LoadedModel, Vec<(String, Tensor)>)> {
     let (_, header) = SafeTensors::read_metadata(bytes)
-        .map_err(|e| FerError::Model(format!("not a safetensors model file ({e})")))?;
+        .map_err(|e| FerError::Model(format!("not a readable safetensors model file: damaged, truncated or another kind of file ({e})")))?;
     let mut metadata: HashMap<String, String> = header.metadata().clone().unwrap_or_default().into_iter().collect();
     match metadata.remove("format") {
         Some(format) if format == FORMAT => {}

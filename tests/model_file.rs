@@ -1,0 +1,126 @@
+//! Model files: round trips give identical predictions; a hand-made file gives known answers;
+//! damaged or mismatched files are refused with a message that says why.
+
+#![cfg(not(target_arch = "wasm32"))]
+
+use std::collections::HashMap;
+
+use fer_cnn::engine::layers::LayerSpec;
+use fer_cnn::engine::{ModelSpec, Network, Tensor};
+use fer_cnn::models::{load_model, preset, save_model, StoredDtype, PRESETS};
+use ndarray::IxDyn;
+use safetensors::tensor::{Dtype, TensorView};
+
+fn faces(n: usize) -> Tensor {
+    Tensor::from_shape_fn(IxDyn(&[n, 1, 48, 48]), |idx| ((idx[0] * 31 + idx[2] * 7 + idx[3] * 3) % 255) as f32 / 64.0 - 2.0)
+}
+
+fn error_of(bytes: &[u8]) -> String {
+    match load_model(bytes) {
+        Ok(_) => panic!("expected the file to be refused"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn every_preset_round_trips_with_identical_predictions() {
+    for (name, _) in PRESETS {
+        let mut network = Network::new(preset(name).unwrap(), 7).unwrap();
+        let before = network.predict(faces(3));
+        let metadata = HashMap::from([("note".to_string(), "kept".to_string())]);
+        let bytes = save_model(&network, StoredDtype::F32, &metadata).unwrap();
+        let mut loaded = load_model(&bytes).unwrap();
+        assert_eq!(loaded.network.spec(), network.spec());
+        assert_eq!(loaded.metadata.get("note").map(String::as_str), Some("kept"));
+        assert_eq!(loaded.network.predict(faces(3)), before, "{name}");
+    }
+}
+
+#[test]
+fn half_precision_files_are_half_the_size_and_predict_nearly_the_same() {
+    let mut network = Network::new(preset("deep").unwrap(), 7).unwrap();
+    let full = save_model(&network, StoredDtype::F32, &HashMap::new()).unwrap();
+    let half = save_model(&network, StoredDtype::F16, &HashMap::new()).unwrap();
+    assert!(half.len() < full.len() * 52 / 100, "{} vs {}", half.len(), full.len());
+    let mut loaded = load_model(&half).unwrap().network;
+    let (a, b) = (network.predict(faces(2)), loaded.predict(faces(2)));
+    let largest = a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    assert!(largest < 2e-3, "f16 changed a probability by {largest}");
+}
+
+fn tiny_spec() -> ModelSpec {
+    ModelSpec { name: "tiny".into(), input: [1, 1, 2], layers: vec![LayerSpec::Flatten, LayerSpec::Dense { units: 2 }], classes: 2 }
+}
+
+fn tiny_file(weight: &[f32], weight_shape: Vec<usize>, format: &str) -> Vec<u8> {
+    let weight_bytes: Vec<u8> = weight.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let bias_bytes: Vec<u8> = [0.5f32, -0.5].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let tensors = vec![
+        ("layers.1.weight", TensorView::new(Dtype::F32, weight_shape, &weight_bytes).unwrap()),
+        ("layers.1.bias", TensorView::new(Dtype::F32, vec![2], &bias_bytes).unwrap()),
+    ];
+    let metadata = [("format".to_string(), format.to_string()), ("spec".to_string(), serde_json::to_string(&tiny_spec()).unwrap())];
+    safetensors::tensor::serialize(tensors, Some(metadata.into_iter().collect())).unwrap()
+}
+
+#[test]
+fn a_hand_made_file_gives_known_logits() {
+    // y = W·x + b with W = [[1, 2], [3, 4]], b = [0.5, −0.5], x = [1, 1] → logits [3.5, 6.5].
+    let bytes = tiny_file(&[1.0, 2.0, 3.0, 4.0], vec![2, 2], "fer-cnn/1");
+    let mut network = load_model(&bytes).unwrap().network;
+    let probs = network.predict(Tensor::ones(IxDyn(&[1, 1, 1, 2])));
+    let expected_first = 1.0 / (1.0 + 3.0f32.exp());
+    assert!((probs[(0, 0)] - expected_first).abs() < 1e-6);
+    assert!((probs[(0, 1)] - (1.0 - expected_first)).abs() < 1e-6);
+}
+
+#[test]
+fn files_that_do_not_fit_are_refused_with_the_reason() {
+    assert!(error_of(b"not a model at all").contains("another kind of file"));
+    assert!(error_of(&tiny_file(&[1.0, 2.0, 3.0, 4.0], vec![2, 2], "other/2")).contains("not supported"));
+    assert!(error_of(&tiny_file(&[1.0, 2.0], vec![1, 2], "fer-cnn/1")).contains("has shape [1, 2] in the file"));
+    assert!(error_of(&tiny_file(&[1.0, f32::NAN, 3.0, 4.0], vec![2, 2], "fer-cnn/1")).contains("NaN"));
+
+    let network = Network::new(preset("seed").unwrap(), 1).unwrap();
+    let bytes = save_model(&network, StoredDtype::F32, &HashMap::new()).unwrap();
+    assert!(error_of(&bytes[..bytes.len() - 10]).contains("truncated"));
+    assert!(error_of(&bytes[..20]).contains("truncated"));
+
+    let no_format = {
+        let view = TensorView::new(Dtype::F32, vec![1], &[0, 0, 0, 0]).unwrap();
+        safetensors::tensor::serialize(vec![("x", view)], None).unwrap()
+    };
+    assert!(error_of(&no_format).contains("not a model made by this project"));
+}
+
+#[test]
+fn the_seed_preset_has_the_papers_shapes() {
+    // 48x48x1 → conv 4x4x8 (same) → 48x48x8 → pool 8 → 6x6x8 → conv 2x2x16 → 6x6x16 → pool 3 → 2x2x16 → 64 → 7
+    let mut network = Network::new(preset("seed").unwrap(), 1).unwrap();
+    let shapes: Vec<Vec<usize>> = network.layer_outputs(faces(1)).iter().map(|t| t.shape()[1..].to_vec()).collect();
+    assert_eq!(
+        shapes,
+        vec![
+            vec![8, 48, 48],
+            vec![8, 48, 48],
+            vec![8, 6, 6],
+            vec![16, 6, 6],
+            vec![16, 6, 6],
+            vec![16, 2, 2],
+            vec![64],
+            vec![64],
+            vec![64],
+            vec![7]
+        ]
+    );
+    assert_eq!(network.parameter_count(), (4 * 4 * 8 + 8) + (2 * 2 * 8 * 16 + 16) + (64 * 64 + 64) + (64 * 7 + 7));
+}
+
+#[test]
+fn architectures_that_do_not_fit_are_errors() {
+    let spec = |layers| ModelSpec { name: "bad".into(), input: [1, 48, 48], layers, classes: 7 };
+    assert!(Network::new(spec(vec![LayerSpec::Dense { units: 7 }]), 1).is_err(), "dense on an image");
+    assert!(Network::new(spec(vec![LayerSpec::Flatten, LayerSpec::Dense { units: 5 }]), 1).is_err(), "wrong class count");
+    assert!(Network::new(spec(vec![LayerSpec::MaxPool { window: 64, stride: 1 }]), 1).is_err(), "window too large");
+    assert!(preset("nope").is_err());
+}
