@@ -78,6 +78,10 @@ build_wasm() {
     wasm-pack build --release --target web --out-dir www/pkg --no-typescript --no-pack >&2
     mkdir -p www/vendor
     cp www/node_modules/uplot/dist/uPlot.esm.js www/node_modules/uplot/dist/uPlot.min.css www/vendor/
+    # The camera's face detector: face-api.js's TinyFaceDetector weights (MIT), run by our Rust.
+    mkdir -p www/vendor/face-detector
+    cp www/node_modules/@vladmandic/face-api/model/tiny_face_detector_model.bin \
+       www/node_modules/@vladmandic/face-api/model/tiny_face_detector_model-weights_manifest.json www/vendor/face-detector/
 }
 
 serve() {
@@ -109,10 +113,22 @@ run_tests() {
     node --test tests/e2e/
 }
 
+bench() {
+    log "native speed (fer bench)"
+    cargo run --release --quiet --bin fer -- bench
+    for script in tests/e2e/bench-*.mjs; do
+        [ -e "$script" ] || continue
+        build_wasm
+        log "in-browser speed ($script)"
+        node "$script"
+    done
+}
+
 case "${1:-serve}" in
     serve) setup; build_wasm; serve ;;
     test) setup; run_tests ;;
     wasm) setup; build_wasm ;;
     setup) setup ;;
-    *) echo "usage: $0 [serve|test|wasm|setup]" >&2; exit 2 ;;
+    bench) setup; bench ;;
+    *) echo "usage: $0 [serve|test|wasm|setup|bench]" >&2; exit 2 ;;
 esac

@@ -39,11 +39,16 @@ fn assert_close(what: &str, analytic: f64, numeric: f64) {
     );
 }
 
-/// Checks input and parameter gradients of `spec` built for per-sample shape `shape`.
+/// Checks input and parameter gradients of `spec` built for per-sample shape `shape`, on a
+/// batch of 3.
 fn check_layer(spec: LayerSpec, shape: &[usize]) {
+    check_layer_on_batch(spec, shape, 3);
+}
+
+fn check_layer_on_batch(spec: LayerSpec, shape: &[usize], batch: usize) {
     let mut rng = Rng::seed_from_u64(7);
     let (mut layer, _) = build_layer(&spec, &shape.to_vec(), &mut rng).expect("layer builds");
-    let batch_shape: Vec<usize> = std::iter::once(3).chain(shape.iter().copied()).collect();
+    let batch_shape: Vec<usize> = std::iter::once(batch).chain(shape.iter().copied()).collect();
     let input = random_tensor(&batch_shape, &mut rng);
     let output = forward(layer.as_mut(), &input);
     let upstream = random_tensor(output.shape(), &mut rng);
@@ -100,6 +105,12 @@ fn conv2d_valid_and_strided() {
     check_layer(conv(3, 3, 1, Padding::Valid), &[2, 6, 7]);
     check_layer(conv(3, 3, 2, Padding::Same), &[2, 7, 7]);
     check_layer(conv(2, 3, 2, Padding::Explicit(1)), &[3, 8, 6]);
+}
+
+#[test]
+fn conv2d_over_several_parallel_chunks() {
+    // More samples than one chunk of `engine::parallel`: partial gradients are summed.
+    check_layer_on_batch(conv(3, 3, 1, Padding::Same), &[2, 5, 5], 19);
 }
 
 #[test]

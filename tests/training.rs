@@ -39,14 +39,15 @@ fn seed_preset_drives_the_loss_down_and_fits_the_set() {
 #[test]
 fn deep_preset_with_sgd_augmentation_and_smoothing_learns() {
     let config = TrainConfig {
-        epochs: 8,
+        epochs: 10,
         batch_size: 14,
-        lr: 0.02,
+        lr: 0.01,
         optimizer: OptimizerKind::sgd_nesterov(),
         weight_decay: 5e-4,
         schedule: Schedule::Cosine { warmup_epochs: 1 },
         label_smoothing: 0.1,
-        augment: Some(AugmentConfig { erase_probability: 0.0, ..AugmentConfig::default() }),
+        // No flips: mirroring moves the synthetic faces' square onto another class's place.
+        augment: Some(AugmentConfig { flip: false, erase_probability: 0.0, ..AugmentConfig::default() }),
         class_weights: true,
         ..TrainConfig::default()
     };

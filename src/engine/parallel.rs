@@ -6,9 +6,9 @@
 
 use std::ops::Range;
 
-/// Samples per chunk: small enough to balance 16 threads on a batch of 64, large enough that
-/// the per-chunk scratch buffers and partial gradients cost little.
-pub const SAMPLES_PER_CHUNK: usize = 4;
+/// Samples per chunk: small enough to balance 8 threads on a batch of 64, large enough that a
+/// chunk's convolution is one big gemm and its partial gradients cost little.
+pub const SAMPLES_PER_CHUNK: usize = 8;
 
 /// Calls `f(samples, out_chunk)` for consecutive chunks of samples, where `out_chunk` is the part
 /// of `out` (`item_len` values per sample) those samples own; returns each chunk's result in order.

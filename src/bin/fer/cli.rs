@@ -29,6 +29,14 @@ enum Command {
     Train(TrainArgs),
     /// Evaluate a model: accuracy, per-class accuracy and the confusion matrix.
     Eval(EvalArgs),
+    /// Print speed figures: training faces/s (batch 64) and classify time per face, per preset.
+    Bench {
+        /// Presets to measure (all when omitted)
+        presets: Vec<String>,
+        /// Seconds to spend measuring each figure
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
     /// Describe a model file or preset: layers, parameters, multiply-adds.
     Info {
         /// A .safetensors model, or a preset name.
@@ -153,6 +161,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => train(args),
         Command::Eval(args) => eval(args),
+        Command::Bench { presets, seconds } => bench(presets, seconds),
         Command::Info { model } => info(&model),
     }
 }
@@ -340,6 +349,59 @@ fn info(model: &str) -> Result<()> {
     for (key, value) in keys {
         println!("{key}: {value}");
     }
+    Ok(())
+}
+
+/// Repeats `work` for about `seconds` (after one warm-up call); returns calls per second.
+fn calls_per_second(seconds: f64, mut work: impl FnMut()) -> f64 {
+    work();
+    let started = Instant::now();
+    let mut calls = 0u32;
+    while calls == 0 || started.elapsed().as_secs_f64() < seconds {
+        work();
+        calls += 1;
+    }
+    calls as f64 / started.elapsed().as_secs_f64()
+}
+
+fn bench(presets: Vec<String>, seconds: f64) -> Result<()> {
+    let names: Vec<String> = if presets.is_empty() { PRESETS.iter().map(|(n, _)| n.to_string()).collect() } else { presets };
+    let threads = rayon::current_num_threads();
+    println!("{:<8} {:>12} {:>14} {:>16} {:>16}", "preset", "parameters", "M mult-adds", "train faces/s", "classify ms/face");
+    for name in names {
+        let spec = preset(&name)?;
+        // Random faces: speed does not depend on the pixel values.
+        let mut data = Dataset::new();
+        let mut state = 12345u32;
+        for i in 0..256 {
+            let face: Vec<u8> = (0..fer_cnn::data::FACE_PIXELS)
+                .map(|_| {
+                    state = state.wrapping_mul(1664525).wrapping_add(1013904223);
+                    (state >> 24) as u8
+                })
+                .collect();
+            data.push(&face, (i % 7) as u8, Usage::Training)?;
+        }
+        let rows: Vec<usize> = (0..data.len()).collect();
+        let config = TrainConfig { epochs: usize::MAX, batch_size: 64, augment: Some(AugmentConfig::default()), ..TrainConfig::default() };
+        let mut trainer = Trainer::new(Network::new(spec.clone(), 1)?, config, &data, rows)?;
+        let train_rate = calls_per_second(seconds, || {
+            trainer.train_step(&data);
+        }) * 64.0;
+        let mut network = Network::new(spec, 1)?;
+        let face = data.face(0).to_vec();
+        let classify_rate = calls_per_second(seconds, || {
+            fer_cnn::train::predict_faces(&mut network, &face, Tta::None);
+        });
+        println!(
+            "{name:<8} {:>12} {:>14.1} {:>16.0} {:>16.3}",
+            network.parameter_count(),
+            network.macs() as f64 / 1e6,
+            train_rate,
+            1000.0 / classify_rate
+        );
+    }
+    println!("({threads} threads; classify is one face at a time, as the camera does)");
     Ok(())
 }
 

@@ -1,7 +1,8 @@
-//! 2-D convolution through im2col + one sgemm per sample: for sample `x` `[c, h, w]`,
-//! `cols = im2col(x)` is `[c·k·k, oh·ow]` and the output is `weight [f, c·k·k] · cols + bias`,
-//! already in NCHW order. Backward recomputes `cols` instead of keeping it, which costs a
-//! memory pass but keeps training memory at the size of the activations (this matters in wasm).
+//! 2-D convolution through im2col + sgemm: for sample `x` `[c, h, w]`, `cols = im2col(x)` is
+//! `[c·k·k, oh·ow]` and the output is `weight [f, c·k·k] · cols + bias`. The samples of a chunk
+//! (see `parallel`) sit side by side in one `cols` matrix, so each chunk is one large gemm.
+//! Backward recomputes `cols` instead of keeping it, which costs a memory pass but keeps
+//! training memory at the size of the activations (this matters in wasm).
 
 use ndarray::IxDyn;
 use rand_distr::{Distribution, Normal};
@@ -113,13 +114,15 @@ impl Conv2d {
         (0..self.in_h as isize).contains(&iy).then_some(iy as usize)
     }
 
-    fn im2col(&self, x: &[f32], cols: &mut [f32]) {
+    /// Writes sample `x`'s patches into columns `offset..offset + oh·ow` of `cols`, a
+    /// `[c·k·k, width]` matrix holding several samples side by side.
+    fn im2col(&self, x: &[f32], cols: &mut [f32], width: usize, offset: usize) {
         let (k, plane_len, ohw) = (self.kernel, self.in_h * self.in_w, self.out_h * self.out_w);
         for c in 0..self.in_channels {
             let plane = &x[c * plane_len..(c + 1) * plane_len];
             for ki in 0..k {
                 for kj in 0..k {
-                    let row = &mut cols[((c * k + ki) * k + kj) * ohw..][..ohw];
+                    let row = &mut cols[((c * k + ki) * k + kj) * width + offset..][..ohw];
                     let (lo, hi, shift) = self.valid_columns(kj);
                     for oy in 0..self.out_h {
                         let out_row = &mut row[oy * self.out_w..(oy + 1) * self.out_w];
@@ -146,13 +149,13 @@ impl Conv2d {
     }
 
     /// The adjoint of `im2col`: adds each column entry back onto the input pixel it came from.
-    fn col2im(&self, cols: &[f32], dx: &mut [f32]) {
+    fn col2im(&self, cols: &[f32], width: usize, offset: usize, dx: &mut [f32]) {
         let (k, plane_len, ohw) = (self.kernel, self.in_h * self.in_w, self.out_h * self.out_w);
         for c in 0..self.in_channels {
             let plane = &mut dx[c * plane_len..(c + 1) * plane_len];
             for ki in 0..k {
                 for kj in 0..k {
-                    let row = &cols[((c * k + ki) * k + kj) * ohw..][..ohw];
+                    let row = &cols[((c * k + ki) * k + kj) * width + offset..][..ohw];
                     let (lo, hi, shift) = self.valid_columns(kj);
                     for oy in 0..self.out_h {
                         let Some(iy) = self.input_row(oy, ki) else { continue };
@@ -183,20 +186,25 @@ impl Layer for Conv2d {
         let n = input.shape()[0];
         let mut output = Tensor::zeros(IxDyn(&[n, self.filters, self.out_h, self.out_w]));
         let this = &*self;
-        let (patch, ohw, in_len) = (this.patch_len(), this.out_h * this.out_w, this.in_len());
+        let (patch, ohw, in_len, out_len) = (this.patch_len(), this.out_h * this.out_w, this.in_len(), this.out_len());
         let x = as_slice(&input);
         let weight = matrix(as_slice(&this.weight.value), this.filters, patch);
         let bias = as_slice(&this.bias.value);
-        map_sample_chunks(as_slice_mut(&mut output), this.out_len(), |samples, out| {
-            let mut cols = vec![0.0f32; patch * ohw];
-            for (j, sample) in samples.enumerate() {
-                this.im2col(&x[sample * in_len..(sample + 1) * in_len], &mut cols);
-                let y_slice = &mut out[j * this.out_len()..(j + 1) * this.out_len()];
-                for (f, y_row) in y_slice.chunks_exact_mut(ohw).enumerate() {
-                    y_row.fill(bias[f]);
+        map_sample_chunks(as_slice_mut(&mut output), out_len, |samples, out| {
+            // One gemm for the whole chunk: the weights are packed once, not once per sample.
+            let width = samples.len() * ohw;
+            let mut cols = vec![0.0f32; patch * width];
+            for (j, sample) in samples.clone().enumerate() {
+                this.im2col(&x[sample * in_len..(sample + 1) * in_len], &mut cols, width, j * ohw);
+            }
+            let mut y = vec![0.0f32; this.filters * width];
+            gemm(1.0, &weight, &matrix(&cols, patch, width), 0.0, &mut matrix_mut(&mut y, this.filters, width));
+            for j in 0..samples.len() {
+                for (f, &b) in bias.iter().enumerate() {
+                    let source = &y[f * width + j * ohw..][..ohw];
+                    let target = &mut out[j * out_len + f * ohw..][..ohw];
+                    target.iter_mut().zip(source).for_each(|(t, v)| *t = v + b);
                 }
-                let mut y = matrix_mut(y_slice, this.filters, ohw);
-                gemm(1.0, &weight, &matrix(&cols, patch, ohw), 1.0, &mut y);
             }
         });
         if mode.is_train() {
@@ -215,22 +223,26 @@ impl Layer for Conv2d {
         let weight = matrix(as_slice(&this.weight.value), this.filters, patch);
 
         // Per-chunk weight and bias gradients; `dx` is this chunk's part of the input gradient.
-        let chunk_grads = |samples: std::ops::Range<usize>, mut dx: Option<&mut [f32]>| {
-            let mut cols = vec![0.0f32; patch * ohw];
-            let mut dcols = if dx.is_some() { vec![0.0f32; patch * ohw] } else { Vec::new() };
-            let mut dw = vec![0.0f32; this.filters * patch];
-            let mut db = vec![0.0f32; this.filters];
-            for (j, sample) in samples.enumerate() {
-                this.im2col(&x[sample * in_len..(sample + 1) * in_len], &mut cols);
-                let dy_slice = &dy_all[sample * out_len..(sample + 1) * out_len];
-                let dy = matrix(dy_slice, this.filters, ohw);
-                gemm(1.0, &dy, &matrix(&cols, patch, ohw).t(), 1.0, &mut matrix_mut(&mut dw, this.filters, patch));
-                for (b, dy_row) in db.iter_mut().zip(dy_slice.chunks_exact(ohw)) {
-                    *b += dy_row.iter().sum::<f32>();
+        let chunk_grads = |samples: std::ops::Range<usize>, dx: Option<&mut [f32]>| {
+            let width = samples.len() * ohw;
+            let mut cols = vec![0.0f32; patch * width];
+            // The chunk's output gradients side by side, `[filters, width]`, like its columns.
+            let mut dy = vec![0.0f32; this.filters * width];
+            for (j, sample) in samples.clone().enumerate() {
+                this.im2col(&x[sample * in_len..(sample + 1) * in_len], &mut cols, width, j * ohw);
+                for f in 0..this.filters {
+                    dy[f * width + j * ohw..][..ohw].copy_from_slice(&dy_all[sample * out_len + f * ohw..][..ohw]);
                 }
-                if let Some(dx) = dx.as_deref_mut() {
-                    gemm(1.0, &weight.t(), &dy, 0.0, &mut matrix_mut(&mut dcols, patch, ohw));
-                    this.col2im(&dcols, &mut dx[j * in_len..(j + 1) * in_len]);
+            }
+            let dy_matrix = matrix(&dy, this.filters, width);
+            let mut dw = vec![0.0f32; this.filters * patch];
+            gemm(1.0, &dy_matrix, &matrix(&cols, patch, width).t(), 0.0, &mut matrix_mut(&mut dw, this.filters, patch));
+            let db: Vec<f32> = dy.chunks_exact(width).map(|row| row.iter().sum()).collect();
+            if let Some(dx) = dx {
+                let mut dcols = cols;
+                gemm(1.0, &weight.t(), &dy_matrix, 0.0, &mut matrix_mut(&mut dcols, patch, width));
+                for j in 0..samples.len() {
+                    this.col2im(&dcols, width, j * ohw, &mut dx[j * in_len..(j + 1) * in_len]);
                 }
             }
             (dw, db)

@@ -6,6 +6,9 @@ use rand_distr::{Distribution, Normal};
 use super::{Layer, Mode, Param};
 use crate::engine::tensor::{as_slice, as_slice_mut, gemm, matrix, matrix_mut, Rng, Tensor};
 
+/// Batches up to this size skip sgemm in the forward pass.
+const FEW_SAMPLES: usize = 4;
+
 pub struct Dense {
     inputs: usize,
     units: usize,
@@ -40,7 +43,17 @@ impl Layer for Dense {
         }
         let x = matrix(as_slice(&input), n, self.inputs);
         let w = matrix(as_slice(&self.weight.value), self.units, self.inputs);
-        gemm(1.0, &x, &w.t(), 1.0, &mut matrix_mut(y_slice, n, self.units));
+        if n <= FEW_SAMPLES {
+            // Row-by-row dot products: sgemm would first copy (pack) the whole weight matrix,
+            // which costs more than the product itself for one camera face.
+            for (x_row, y_row) in x.rows().into_iter().zip(y_slice.chunks_exact_mut(self.units)) {
+                for (y, w_row) in y_row.iter_mut().zip(w.rows()) {
+                    *y += w_row.dot(&x_row);
+                }
+            }
+        } else {
+            gemm(1.0, &x, &w.t(), 1.0, &mut matrix_mut(y_slice, n, self.units));
+        }
         if mode.is_train() {
             self.input = Some(input);
         }
