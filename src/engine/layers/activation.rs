@@ -4,31 +4,39 @@ use ndarray::IxDyn;
 use rand::Rng as _;
 
 use super::{Layer, Mode};
-use crate::engine::tensor::{as_slice_mut, standard, Tensor};
+use crate::engine::parallel::map_sample_chunks;
+use crate::engine::tensor::{as_slice, as_slice_mut, standard, Tensor};
 
 #[derive(Default)]
 pub struct Relu {
-    /// Which inputs were positive (training mode): the gradient passes only there.
-    active: Vec<bool>,
+    /// The output (training mode): the gradient passes where it is positive.
+    output: Option<Tensor>,
 }
 
 impl Layer for Relu {
     fn forward(&mut self, mut input: Tensor, mode: &mut Mode) -> Tensor {
-        let values = as_slice_mut(&mut input);
+        let per_sample = input.len() / input.shape()[0].max(1);
+        map_sample_chunks(as_slice_mut(&mut input), per_sample, |_, values| {
+            values.iter_mut().for_each(|v| *v = v.max(0.0));
+        });
         if mode.is_train() {
-            self.active.clear();
-            self.active.extend(values.iter().map(|&v| v > 0.0));
+            self.output = Some(input.clone());
         }
-        values.iter_mut().for_each(|v| *v = v.max(0.0));
         input
     }
 
     fn backward(&mut self, mut grad_output: Tensor, _want_input_grad: bool) -> Option<Tensor> {
-        for (g, &active) in as_slice_mut(&mut grad_output).iter_mut().zip(&self.active) {
-            if !active {
-                *g = 0.0;
-            }
-        }
+        let output = self.output.take().expect("Relu::backward needs a training-mode forward first");
+        let output = as_slice(&output);
+        let per_sample = output.len() / grad_output.shape()[0].max(1);
+        map_sample_chunks(as_slice_mut(&mut grad_output), per_sample, |samples, grads| {
+            let output = &output[samples.start * per_sample..];
+            grads.iter_mut().zip(output).for_each(|(g, &y)| {
+                if y <= 0.0 {
+                    *g = 0.0;
+                }
+            });
+        });
         Some(grad_output)
     }
 }

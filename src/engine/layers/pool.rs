@@ -4,6 +4,7 @@
 use ndarray::IxDyn;
 
 use super::{Layer, Mode};
+use crate::engine::parallel::map_sample_chunks;
 use crate::engine::tensor::{as_slice, as_slice_mut, Tensor};
 
 /// Window geometry shared by max and average pooling.
@@ -54,18 +55,23 @@ impl Window {
 
 pub struct MaxPool2d {
     window: Window,
-    /// For each output element, the flat input index of its maximum (training mode).
-    argmax: Vec<u32>,
-    input_shape: Vec<usize>,
+    /// The input (training mode): backward finds each window's maximum again, which costs
+    /// less than recording it during a forward pass that runs in parallel.
+    input: Option<Tensor>,
 }
 
 impl MaxPool2d {
     pub fn new(input: [usize; 3], size: usize, stride: usize) -> MaxPool2d {
-        MaxPool2d { window: Window::new(input, size, stride), argmax: Vec::new(), input_shape: Vec::new() }
+        MaxPool2d { window: Window::new(input, size, stride), input: None }
     }
 
     pub fn output_shape(&self) -> [usize; 3] {
         self.window.output_shape()
+    }
+
+    /// The index (in `x`) of the window's first largest value.
+    fn argmax(&self, x: &[f32], start: usize) -> usize {
+        self.window.indices(start).fold(start, |best, i| if x[i] > x[best] { i } else { best })
     }
 }
 
@@ -75,38 +81,29 @@ impl Layer for MaxPool2d {
         let [c, oh, ow] = self.output_shape();
         let mut output = Tensor::zeros(IxDyn(&[n, c, oh, ow]));
         let x = as_slice(&input);
-        let y = as_slice_mut(&mut output);
-        let train = mode.is_train();
-        self.argmax.clear();
-        if train {
-            self.argmax.resize(y.len(), 0);
-        }
-        let argmax = &mut self.argmax;
-        let window = self.window;
-        window.for_each(n * c, |out_index, start| {
-            let mut best_index = start;
-            let mut best = x[start];
-            for i in window.indices(start) {
-                if x[i] > best {
-                    best = x[i];
-                    best_index = i;
-                }
-            }
-            y[out_index] = best;
-            if train {
-                argmax[out_index] = best_index as u32;
-            }
+        let (in_len, out_len) = (c * self.window.in_h * self.window.in_w, c * oh * ow);
+        let this = &*self;
+        map_sample_chunks(as_slice_mut(&mut output), out_len, |samples, y| {
+            let x = &x[samples.start * in_len..samples.end * in_len];
+            this.window.for_each(samples.len() * c, |out_index, start| y[out_index] = x[this.argmax(x, start)]);
         });
-        self.input_shape = input.shape().to_vec();
+        if mode.is_train() {
+            self.input = Some(input);
+        }
         output
     }
 
     fn backward(&mut self, grad_output: Tensor, _want_input_grad: bool) -> Option<Tensor> {
-        let mut dx = Tensor::zeros(IxDyn(&self.input_shape));
-        let dx_slice = as_slice_mut(&mut dx);
-        for (&source, &g) in self.argmax.iter().zip(as_slice(&grad_output)) {
-            dx_slice[source as usize] += g;
-        }
+        let input = self.input.take().expect("MaxPool2d::backward needs a training-mode forward first");
+        let [c, oh, ow] = self.output_shape();
+        let (in_len, out_len) = (input.len() / input.shape()[0].max(1), c * oh * ow);
+        let mut dx = Tensor::zeros(input.raw_dim());
+        let (x, dy) = (as_slice(&input), as_slice(&grad_output));
+        map_sample_chunks(as_slice_mut(&mut dx), in_len, |samples, dx| {
+            let x = &x[samples.start * in_len..samples.end * in_len];
+            let dy = &dy[samples.start * out_len..samples.end * out_len];
+            self.window.for_each(samples.len() * c, |out_index, start| dx[self.argmax(x, start)] += dy[out_index]);
+        });
         Some(dx)
     }
 }
