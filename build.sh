@@ -82,6 +82,7 @@ build_wasm() {
     mkdir -p www/vendor/face-detector
     cp www/node_modules/@vladmandic/face-api/model/tiny_face_detector_model.bin \
        www/node_modules/@vladmandic/face-api/model/tiny_face_detector_model-weights_manifest.json www/vendor/face-detector/
+    cp www/node_modules/@vladmandic/face-api/LICENSE www/vendor/face-detector/LICENSE
 }
 
 serve() {
@@ -116,9 +117,13 @@ run_tests() {
 bench() {
     log "native speed (fer bench)"
     cargo run --release --quiet --bin fer -- bench
+    build_wasm
+    if [ ! -f tests/e2e/bench/node_modules/.package-lock.json ] || [ tests/e2e/bench/package-lock.json -nt tests/e2e/bench/node_modules/.package-lock.json ]; then
+        log "npm ci (tests/e2e/bench: TensorFlow.js, for the comparison only)"
+        (cd tests/e2e/bench && npm ci --no-audit --no-fund --loglevel=error)
+    fi
     for script in tests/e2e/bench-*.mjs; do
         [ -e "$script" ] || continue
-        build_wasm
         log "in-browser speed ($script)"
         node "$script"
     done
