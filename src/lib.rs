@@ -9,6 +9,7 @@
 pub mod data;
 pub mod engine;
 pub mod error;
+pub mod face;
 pub mod models;
 pub mod train;
 

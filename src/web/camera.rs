@@ -1,0 +1,129 @@
+//! The camera's wasm handle. Frames reach wasm without a copy per frame through JS: the page
+//! asks for a frame buffer once per frame size, keeps a typed-array view over it in
+//! `memory.buffer`, writes each frame's RGBA pixels into that view, and calls
+//! `processVideoFrame`. Results are read the same way, through views over fixed buffers:
+//! `faces()`, `crops()`, `probs()` and `timings()` are addresses in wasm memory.
+//!
+//! Views over `memory.buffer` go stale when wasm memory grows (any call may grow it); JS makes
+//! them again whenever `memory.buffer` is not the buffer they were made on.
+
+use serde::Serialize;
+use wasm_bindgen::prelude::*;
+
+use super::{js_error, to_js, Model};
+use crate::data::{FACE_SIDE, NUM_CLASSES};
+use crate::face::frame::check_frame_size;
+use crate::face::pipeline::FoundFace;
+use crate::face::{FacePipeline, Frame, FrameKind, StageTimings, TinyFaceDetector, MAX_FACES};
+
+#[wasm_bindgen]
+extern "C" {
+    /// `performance.now()`, in the page and in workers alike.
+    #[wasm_bindgen(js_namespace = performance, js_name = now)]
+    fn performance_now() -> f64;
+}
+
+/// `f32`s per face in [`Camera::faces`]: the detector's box (left, top, width, height) and
+/// score, then the square cropped from it (left, top, width, height), in frame pixels.
+pub const FACE_FIELDS: usize = 9;
+/// `f32`s in [`Camera::timings`]: milliseconds to find, crop and classify.
+pub const TIMING_FIELDS: usize = 3;
+const _: () = assert!(std::mem::size_of::<FoundFace>() == FACE_FIELDS * 4);
+const _: () = assert!(std::mem::size_of::<StageTimings>() == TIMING_FIELDS * 4);
+
+/// Finds, crops and classifies faces in camera frames or photos.
+#[wasm_bindgen]
+pub struct Camera {
+    pipeline: FacePipeline,
+    frame_rgba: Vec<u8>,
+    frame_width: usize,
+    frame_height: usize,
+}
+
+#[wasm_bindgen]
+impl Camera {
+    /// Loads the face detector from face-api.js's `tiny_face_detector_model-weights_manifest.json`
+    /// (as text) and `tiny_face_detector_model.bin`.
+    #[wasm_bindgen(constructor)]
+    pub fn new(detector_manifest_json: &str, detector_weights: &[u8]) -> Result<Camera, JsError> {
+        let detector = TinyFaceDetector::from_tfjs(detector_manifest_json, detector_weights).map_err(js_error)?;
+        Ok(Camera { pipeline: FacePipeline::new(detector), frame_rgba: Vec::new(), frame_width: 0, frame_height: 0 })
+    }
+
+    /// Sizes the frame buffer for `width × height` RGBA frames and returns its address: write
+    /// each frame into `new Uint8ClampedArray(memory.buffer, address, width * height * 4)`. The
+    /// buffer moves only when the size changes.
+    #[wasm_bindgen(js_name = frameBuffer)]
+    pub fn frame_buffer(&mut self, width: usize, height: usize) -> Result<*mut u8, JsError> {
+        check_frame_size(width, height).map_err(js_error)?;
+        if (width, height) != (self.frame_width, self.frame_height) {
+            self.frame_rgba = vec![0; width * height * 4];
+            (self.frame_width, self.frame_height) = (width, height);
+        }
+        Ok(self.frame_rgba.as_mut_ptr())
+    }
+
+    /// Finds the faces in the frame buffer (a frame of a video stream: found at the speed the
+    /// stream needs, probabilities smoothed per face over frames), crops and classifies them
+    /// with `model`; returns how many faces (0 to `cameraLayout().maxFaces`).
+    #[wasm_bindgen(js_name = processVideoFrame)]
+    pub fn process_video_frame(&mut self, model: &mut Model) -> Result<usize, JsError> {
+        self.process(model, FrameKind::Video)
+    }
+
+    /// Like `processVideoFrame` for a photo: searched more finely, for smaller faces, and not
+    /// smoothed with what came before.
+    #[wasm_bindgen(js_name = processPhoto)]
+    pub fn process_photo(&mut self, model: &mut Model) -> Result<usize, JsError> {
+        self.process(model, FrameKind::Photo)
+    }
+
+    fn process(&mut self, model: &mut Model, kind: FrameKind) -> Result<usize, JsError> {
+        if self.frame_rgba.is_empty() {
+            return Err(JsError::new("no frame yet: call frameBuffer(width, height) and write a frame into it first"));
+        }
+        let frame = Frame::new(&self.frame_rgba, self.frame_width, self.frame_height).map_err(js_error)?;
+        self.pipeline.run(&frame, kind, &mut model.network, performance_now).map_err(js_error)
+    }
+
+    /// Address of the last frame's faces, best first: `FACE_FIELDS` `f32`s each (see
+    /// `cameraLayout()`), room for `maxFaces`.
+    pub fn faces(&self) -> *const f32 {
+        self.pipeline.faces().as_ptr().cast()
+    }
+
+    /// Address of the 48x48 grey crops the model saw (`u8`), one per face.
+    pub fn crops(&self) -> *const u8 {
+        self.pipeline.crops().as_ptr().cast()
+    }
+
+    /// Address of the seven probabilities (`f32`) per face: Angry, Disgust, Fear, Happy, Sad,
+    /// Surprise, Neutral.
+    pub fn probs(&self) -> *const f32 {
+        self.pipeline.probs().as_ptr().cast()
+    }
+
+    /// Address of the last frame's stage timings: milliseconds to find, crop, classify (`f32`).
+    pub fn timings(&self) -> *const f32 {
+        std::ptr::from_ref(self.pipeline.timings()).cast()
+    }
+}
+
+/// The shapes of the buffers `Camera` lends, to size the views over them.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CameraLayout {
+    max_faces: usize,
+    face_fields: usize,
+    crop_side: usize,
+    classes: usize,
+    timing_fields: usize,
+}
+
+/// `{ maxFaces, faceFields, cropSide, classes, timingFields }`: faces a frame reports at most,
+/// `f32`s per face in `faces()`, the crops' side in pixels, probabilities per face in
+/// `probs()`, `f32`s in `timings()`.
+#[wasm_bindgen(js_name = cameraLayout)]
+pub fn camera_layout() -> Result<JsValue, JsError> {
+    to_js(&CameraLayout { max_faces: MAX_FACES, face_fields: FACE_FIELDS, crop_side: FACE_SIDE, classes: NUM_CLASSES, timing_fields: TIMING_FIELDS })
+}

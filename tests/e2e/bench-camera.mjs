@@ -1,0 +1,161 @@
+// Figures for the camera (not a test; run by hand or by ./build.sh bench):
+//
+//   node tests/e2e/bench-camera.mjs [--browser chromium|firefox|both] [--frames 300]
+//
+// In each browser, the page's own wasm package finds, crops and classifies the faces of one
+// 640x480 frame (the test scene: three FER2013 faces) with the default model, --frames times
+// after a warm-up, and reports the median and 90th percentile milliseconds per frame, per stage
+// as the wasm handle times them, and the frames/s that leaves. In Chromium it also runs the
+// page with a fake 30 frames/s camera for five seconds and reads the page's own figures (which
+// include copying each frame out of the video). Chromium is driven by playwright-core, Firefox
+// ESR by geckodriver's WebDriver HTTP API (playwright cannot drive Firefox ESR).
+import { spawn } from 'node:child_process';
+import fs from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { serve, launch } from './harness.mjs';
+import { readScene, enlarge, y4m } from './face-scene.mjs';
+
+function option(name, fallback) {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : fallback;
+}
+
+/** Runs in the browser: times `frames` calls of Camera.processVideoFrame on the given frame. */
+async function timeFrames({ greyBase64, width, height, frames }) {
+  const fer = await import('/pkg/fer_cnn.js');
+  const { memory } = await fer.default();
+  const fetchOk = async (url) => {
+    const response = await fetch(url);
+    if (!response.ok) throw new Error(`${url}: HTTP ${response.status} (run ./build.sh wasm)`);
+    return response;
+  };
+  const model = fer.Model.fromBytes(new Uint8Array(await (await fetchOk('/models/default.safetensors')).arrayBuffer()));
+  const camera = new fer.Camera(
+    await (await fetchOk('/vendor/face-detector/tiny_face_detector_model-weights_manifest.json')).text(),
+    new Uint8Array(await (await fetchOk('/vendor/face-detector/tiny_face_detector_model.bin')).arrayBuffer()),
+  );
+  const grey = Uint8Array.from(atob(greyBase64), (c) => c.charCodeAt(0));
+  const address = camera.frameBuffer(width, height);
+  const frame = new Uint8Array(memory.buffer, address, width * height * 4);
+  grey.forEach((g, i) => frame.set([g, g, g, 255], 4 * i));
+  const stages = { total: [], find: [], crop: [], classify: [] };
+  let faces = 0;
+  for (let i = 0; i < frames + 20; i++) {
+    const started = performance.now();
+    faces = camera.processVideoFrame(model);
+    const total = performance.now() - started;
+    const [find, crop, classify] = new Float32Array(memory.buffer, camera.timings(), 3);
+    if (i < 20) continue; // warm-up: the JIT tiers up, buffers reach their size
+    Object.entries({ total, find, crop, classify }).forEach(([stage, ms]) => stages[stage].push(ms));
+  }
+  const quantile = (values, q) => [...values].sort((a, b) => a - b)[Math.floor(q * (values.length - 1))];
+  return {
+    faces,
+    ms: Object.fromEntries(Object.entries(stages).map(([stage, values]) => [stage, { median: quantile(values, 0.5), p90: quantile(values, 0.9) }])),
+    userAgent: navigator.userAgent,
+    timerResolutionMs: (() => { const t = performance.now(); let u; while ((u = performance.now()) === t); return u - t; })(),
+  };
+}
+
+function report(browser, figures) {
+  const { ms } = figures;
+  const fmt = ({ median, p90 }) => `${median.toFixed(1)} (p90 ${p90.toFixed(1)})`;
+  console.log(`${browser}: ${figures.faces} faces in a 640x480 frame; ms per frame, median (90th percentile): ` +
+    `find ${fmt(ms.find)} + crop ${fmt(ms.crop)} + classify ${fmt(ms.classify)} = ${fmt(ms.total)} ` +
+    `→ ${(1000 / ms.total.median).toFixed(0)} frames/s from wasm alone [${figures.userAgent}; timer step ${figures.timerResolutionMs.toFixed(3)} ms]`);
+}
+
+async function benchChromium(url, args) {
+  const browser = await launch();
+  try {
+    const page = await browser.newPage();
+    await page.goto(url);
+    report('Chromium', await page.evaluate(timeFrames, args));
+  } finally {
+    await browser.close();
+  }
+}
+
+/** The live page with a fake camera: the page's own figures after five seconds. */
+async function liveChromium(url, scene) {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'fer-camera-bench-'));
+  const video = path.join(dir, 'faces.y4m');
+  await fs.writeFile(video, y4m(scene));
+  const browser = await launch(['--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream', `--use-file-for-fake-video-capture=${video}`]);
+  try {
+    const page = await browser.newPage();
+    await page.goto(url);
+    await page.waitForSelector('#camera[data-state="off"]', { timeout: 30_000 });
+    await page.click('#camera-start');
+    await page.waitForSelector('#camera[data-state="on"]');
+    await page.waitForTimeout(5000);
+    console.log(`Chromium, live page with a fake 30 frames/s camera: ${await page.textContent('#camera-stats')}`);
+  } finally {
+    await browser.close();
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function freePort() {
+  const server = net.createServer();
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+async function benchFirefox(url, args) {
+  const port = await freePort();
+  const geckodriver = spawn(process.env.GECKODRIVER ?? 'geckodriver', ['--port', String(port)], { stdio: 'ignore' });
+  const call = async (method, route, body) => {
+    const response = await fetch(`http://127.0.0.1:${port}${route}`, { method, headers: { 'Content-Type': 'application/json' }, body: body && JSON.stringify(body) });
+    const json = await response.json();
+    if (!response.ok) throw new Error(`WebDriver ${route}: ${json.value?.message ?? response.status}`);
+    return json.value;
+  };
+  try {
+    for (let tries = 0; ; tries++) {
+      try {
+        await call('GET', '/status');
+        break;
+      } catch (error) {
+        if (tries > 50) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+    }
+    const { sessionId } = await call('POST', '/session', {
+      capabilities: { alwaysMatch: { browserName: 'firefox', 'moz:firefoxOptions': { binary: process.env.FIREFOX ?? '/usr/bin/firefox', args: ['-headless'] } } },
+    });
+    const session = `/session/${sessionId}`;
+    try {
+      await call('POST', `${session}/timeouts`, { script: 600_000 });
+      await call('POST', `${session}/url`, { url });
+      const script = `const done = arguments[arguments.length - 1];
+        (${timeFrames.toString()})(arguments[0]).then(done, (error) => done({ error: String(error) }));`;
+      const figures = await call('POST', `${session}/execute/async`, { script, args: [args] });
+      if (figures.error) throw new Error(figures.error);
+      report('Firefox', figures);
+    } finally {
+      await call('DELETE', session).catch(() => {});
+    }
+  } finally {
+    geckodriver.kill();
+  }
+}
+
+const browsers = option('browser', 'both') === 'both' ? ['chromium', 'firefox'] : [option('browser')];
+const scene = enlarge(await readScene(), 2);
+const args = { greyBase64: scene.grey.toString('base64'), width: scene.width, height: scene.height, frames: Number(option('frames', 300)) };
+const server = await serve();
+try {
+  console.log(`${os.cpus().length} cores (${os.cpus()[0].model}), load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+  if (browsers.includes('chromium')) {
+    await benchChromium(server.url, args);
+    await liveChromium(server.url, scene);
+  }
+  if (browsers.includes('firefox')) await benchFirefox(server.url, args);
+} finally {
+  await server.close();
+}

@@ -1,0 +1,389 @@
+//! The face finder and the FER2013 crop: on a shipped test scene with FER2013 faces at known
+//! places, and (ignored, needs ../shared) detection rates and framing measured on FER2013.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use fer_cnn::data::{read_fer2013_path, FACE_PIXELS, FACE_SIDE};
+use fer_cnn::engine::Network;
+use fer_cnn::face::{crop_face, fer_square, AreaResampler, DetectorOptions, FacePipeline, Frame, FrameKind, Rect, TinyFaceDetector, FER_FRAMING};
+use fer_cnn::models::preset;
+use fer_cnn::train::{predict_faces, Tta};
+
+const DETECTOR_DIR: &str = "www/node_modules/@vladmandic/face-api/model";
+
+fn detector() -> TinyFaceDetector {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(DETECTOR_DIR);
+    let read = |name: &str| {
+        std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{}/{name}: {e}; run ./build.sh setup (it installs the face detector's weights from npm)", dir.display()))
+    };
+    let manifest = String::from_utf8(read("tiny_face_detector_model-weights_manifest.json")).expect("the manifest is UTF-8");
+    TinyFaceDetector::from_tfjs(&manifest, &read("tiny_face_detector_model.bin")).expect("the npm weights load")
+}
+
+/// A grey scene as RGBA.
+struct Scene {
+    width: usize,
+    height: usize,
+    grey: Vec<u8>,
+}
+
+impl Scene {
+    /// A smooth diagonal gradient with a little deterministic noise: no face-like structure.
+    fn background(width: usize, height: usize, seed: u64) -> Scene {
+        let mut state = seed;
+        let grey = (0..width * height)
+            .map(|i| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let noise = (state >> 60) as f32 - 8.0;
+                let (x, y) = ((i % width) as f32 / width as f32, (i / width) as f32 / height as f32);
+                (60.0 + 120.0 * (0.6 * x + 0.4 * y) + noise) as u8
+            })
+            .collect();
+        Scene { width, height, grey }
+    }
+
+    /// Draws a 48x48 face as a `side`-pixel square at (`left`, `top`), bilinearly enlarged.
+    fn place(&mut self, face_u8: &[u8], left: usize, top: usize, side: usize) {
+        let scale = FACE_SIDE as f32 / side as f32;
+        for y in 0..side.min(self.height - top) {
+            for x in 0..side.min(self.width - left) {
+                let sx = ((x as f32 + 0.5) * scale - 0.5).clamp(0.0, (FACE_SIDE - 1) as f32);
+                let sy = ((y as f32 + 0.5) * scale - 0.5).clamp(0.0, (FACE_SIDE - 1) as f32);
+                let (x0, y0) = (sx as usize, sy as usize);
+                let (x1, y1) = ((x0 + 1).min(FACE_SIDE - 1), (y0 + 1).min(FACE_SIDE - 1));
+                let (fx, fy) = (sx - x0 as f32, sy - y0 as f32);
+                let p = |x: usize, y: usize| face_u8[y * FACE_SIDE + x] as f32;
+                let top_row = p(x0, y0) * (1.0 - fx) + p(x1, y0) * fx;
+                let bottom_row = p(x0, y1) * (1.0 - fx) + p(x1, y1) * fx;
+                self.grey[(top + y) * self.width + left + x] = (top_row * (1.0 - fy) + bottom_row * fy).round() as u8;
+            }
+        }
+    }
+
+    fn rgba(&self) -> Vec<u8> {
+        self.grey.iter().flat_map(|&g| [g, g, g, 255]).collect()
+    }
+}
+
+fn shared_csv() -> PathBuf {
+    std::env::var_os("FER2013_CSV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fer2013/fer2013-train-publictest.csv.gz"))
+}
+
+/// The shipped test scene: FER2013 faces (PublicTest) at these squares (left, top, side) on a
+/// gradient, written by the ignored `make_test_scene` below.
+const SCENE_PATH: &str = "tests/fixtures/face_scene.pgm";
+const SCENE_FACES: [(usize, usize, usize); 3] = [(16, 40, 96), (124, 120, 80), (214, 24, 88)];
+const SCENE_SIZE: (usize, usize) = (320, 240);
+
+fn fixture(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// The test scene as RGBA, read from its PGM.
+fn test_scene() -> Scene {
+    let pgm = std::fs::read(fixture(SCENE_PATH)).expect("the test scene is in tests/fixtures");
+    let (width, height) = SCENE_SIZE;
+    let header = format!("P5\n{width} {height}\n255\n");
+    assert!(pgm.starts_with(header.as_bytes()), "{SCENE_PATH} is a {width}x{height} binary PGM");
+    Scene { width, height, grey: pgm[header.len()..].to_vec() }
+}
+
+#[derive(serde::Deserialize)]
+struct ReferenceFace {
+    left: f32,
+    top: f32,
+    width: f32,
+    height: f32,
+    score: f32,
+}
+
+#[test]
+fn finds_the_same_faces_as_face_api_js() {
+    let reference: Vec<ReferenceFace> =
+        serde_json::from_str(&std::fs::read_to_string(fixture("tests/fixtures/face_scene_reference.json")).unwrap()).unwrap();
+    let scene = test_scene();
+    let rgba = scene.rgba();
+    let frame = Frame::new(&rgba, scene.width, scene.height).unwrap();
+    let mut faces = Vec::new();
+    detector().detect(&frame, &DetectorOptions { input_size: 320, min_score: 0.5 }, &mut faces).unwrap();
+    assert_eq!(faces.len(), reference.len(), "{faces:?}");
+    for (got, want) in faces.iter().zip(&reference) {
+        let r = got.rect;
+        for (g, w) in [r.left, r.top, r.width, r.height].iter().zip([want.left, want.top, want.width, want.height]) {
+            assert!((g - w).abs() < 0.01, "box {r:?} vs face-api.js {:?}", [want.left, want.top, want.width, want.height]);
+        }
+        assert!((got.score - want.score).abs() < 1e-5, "score {} vs face-api.js {}", got.score, want.score);
+    }
+}
+
+fn scene_truth() -> Vec<Rect> {
+    SCENE_FACES.iter().map(|&(left, top, side)| Rect::new(left as f32, top as f32, side as f32, side as f32)).collect()
+}
+
+#[test]
+fn finds_each_face_of_the_test_scene_and_frames_it_like_fer2013() {
+    let scene = test_scene();
+    let rgba = scene.rgba();
+    let frame = Frame::new(&rgba, scene.width, scene.height).unwrap();
+    let mut detector = detector();
+    let mut faces = Vec::new();
+    // The sizes `make_test_scene` chose its faces for (at 160 they are too small: ~45 px).
+    for input_size in [224, 320, 416] {
+        detector.detect(&frame, &DetectorOptions { input_size, min_score: 0.5 }, &mut faces).unwrap();
+        assert_eq!(faces.len(), SCENE_FACES.len(), "input {input_size}: {faces:?}");
+        // The detector's boxes vary from face to face: on FER2013 faces the crop square's
+        // overlap with where the face was (IoU) has quartiles 0.72, 0.80, 0.86.
+        let overlaps: Vec<f32> = scene_truth()
+            .iter()
+            .map(|truth| faces.iter().map(|f| fer_square(&f.rect).iou(truth)).max_by(f32::total_cmp).unwrap_or(0.0))
+            .collect();
+        assert!(overlaps.iter().all(|&iou| iou > 0.6), "input {input_size}: crop squares overlap the faces by {overlaps:?} (IoU)");
+        assert!(overlaps.iter().sum::<f32>() / 3.0 > 0.7, "input {input_size}: crop squares overlap the faces by {overlaps:?} (IoU)");
+    }
+}
+
+#[test]
+fn a_frame_without_faces_has_none() {
+    let scene = Scene::background(320, 240, 3);
+    let rgba = scene.rgba();
+    let mut faces = Vec::new();
+    detector().detect(&Frame::new(&rgba, 320, 240).unwrap(), &FrameKind::Photo.detector_options(), &mut faces).unwrap();
+    assert_eq!(faces, vec![]);
+}
+
+#[test]
+fn the_fer_square_is_the_calibrated_square_around_the_box() {
+    let square = fer_square(&Rect::new(100.0, 50.0, 200.0, 180.0));
+    let side = 200.0 * FER_FRAMING.side_per_width;
+    let centre = (200.0 + 200.0 * FER_FRAMING.centre_dx, 140.0 + 200.0 * FER_FRAMING.centre_dy);
+    assert!((square.width - side).abs() < 1e-3 && (square.height - side).abs() < 1e-3);
+    let (x, y) = square.centre();
+    assert!((x - centre.0).abs() < 1e-3 && (y - centre.1).abs() < 1e-3, "{square:?}");
+}
+
+#[test]
+fn crops_area_average_to_48x48_and_turn_grey_with_bt601_weights() {
+    // A ramp across a 200x150 frame; the square (40, 30, 96, 96) halves to 48x48, so each crop
+    // pixel is the mean of a 2x2 block: the ramp at that block's centre.
+    let (width, height) = (200, 150);
+    let ramp = |x: f32, y: f32| x * 0.5 + y;
+    let rgba: Vec<u8> = (0..width * height)
+        .flat_map(|i| {
+            let g = ramp((i % width) as f32, (i / width) as f32) as u8;
+            [g, g, g, 255]
+        })
+        .collect();
+    let frame = Frame::new(&rgba, width, height).unwrap();
+    let mut crop = [0u8; FACE_PIXELS];
+    let mut resampler = AreaResampler::default();
+    crop_face(&frame, Rect::new(40.0, 30.0, 96.0, 96.0), &mut resampler, &mut crop).unwrap();
+    for (i, &got) in crop.iter().enumerate() {
+        let (x, y) = ((i % FACE_SIDE) as f32, (i / FACE_SIDE) as f32);
+        let block_mean = (0..4).map(|k| ramp(40.0 + 2.0 * x + (k % 2) as f32, 30.0 + 2.0 * y + (k / 2) as f32).floor()).sum::<f32>() / 4.0;
+        assert!((got as f32 - block_mean).abs() <= 0.5 + 1e-3, "pixel {i}: {got} vs {block_mean}");
+    }
+
+    for (rgb, grey) in [([255, 0, 0], 76), ([0, 255, 0], 150), ([0, 0, 255], 29), ([255, 255, 255], 255)] {
+        let rgba: Vec<u8> = (0..16).flat_map(|_| [rgb[0], rgb[1], rgb[2], 255]).collect();
+        let frame = Frame::new(&rgba, 4, 4).unwrap();
+        crop_face(&frame, Rect::new(0.0, 0.0, 4.0, 4.0), &mut resampler, &mut crop).unwrap();
+        assert!(crop.iter().all(|&g| g == grey), "{rgb:?} → {}, expected {grey}", crop[0]);
+    }
+}
+
+#[test]
+fn a_square_reaching_past_the_frame_extends_its_edge() {
+    // Left half black, right half white. The square spans x from -50 to 100: its first two
+    // thirds (off the frame, then the black half) are black, the last third white.
+    let rgba: Vec<u8> = (0..100 * 100).flat_map(|i| if i % 100 < 50 { [0, 0, 0, 255] } else { [255; 4] }).collect();
+    let frame = Frame::new(&rgba, 100, 100).unwrap();
+    let mut crop = [0u8; FACE_PIXELS];
+    crop_face(&frame, Rect::new(-50.0, -10.0, 150.0, 150.0), &mut AreaResampler::default(), &mut crop).unwrap();
+    for row in crop.chunks_exact(FACE_SIDE) {
+        assert!(row[..32].iter().all(|&g| g == 0), "{row:?}");
+        assert!(row[32..].iter().all(|&g| g == 255), "{row:?}");
+    }
+}
+
+fn pipeline() -> (FacePipeline, Network) {
+    (FacePipeline::new(detector()), Network::new(preset("seed").unwrap(), 1).unwrap())
+}
+
+fn clock() -> impl Fn() -> f64 {
+    let start = Instant::now();
+    move || start.elapsed().as_secs_f64() * 1000.0
+}
+
+#[test]
+fn the_pipeline_finds_crops_and_classifies_every_face_of_a_frame() {
+    let scene = test_scene();
+    let rgba = scene.rgba();
+    let frame = Frame::new(&rgba, scene.width, scene.height).unwrap();
+    let (mut pipeline, mut network) = pipeline();
+    for kind in [FrameKind::Video, FrameKind::Video, FrameKind::Photo] {
+        assert_eq!(pipeline.run(&frame, kind, &mut network, clock()).unwrap(), SCENE_FACES.len());
+        let faces = pipeline.faces();
+        for (face, crop) in faces.iter().zip(pipeline.crops()) {
+            assert_eq!(face.crop, fer_square(&face.detection.rect));
+            let mut expected = [0u8; FACE_PIXELS];
+            crop_face(&frame, face.crop, &mut AreaResampler::default(), &mut expected).unwrap();
+            assert_eq!(crop, &expected);
+        }
+        // Same frame again: the smoothed probabilities are the frame's own.
+        let crops = pipeline.crops().as_flattened().to_vec();
+        let direct = predict_faces(&mut network, &crops, Tta::None);
+        for (probs, want) in pipeline.probs().iter().zip(direct.rows()) {
+            assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+            for (p, w) in probs.iter().zip(want) {
+                assert!((p - w).abs() < 1e-5, "{probs:?} vs {want:?}");
+            }
+        }
+        let timings = pipeline.timings();
+        assert!([timings.find_ms, timings.crop_ms, timings.classify_ms].iter().all(|t| (0.0..10_000.0).contains(t)));
+    }
+}
+
+#[test]
+fn frames_of_any_shape_are_searched_without_panicking() {
+    let (mut pipeline, mut network) = pipeline();
+    for (width, height) in [(1, 1), (3, 7), (1, 4000), (4000, 1), (31, 33), (641, 479)] {
+        let rgba = vec![128u8; width * height * 4];
+        let frame = Frame::new(&rgba, width, height).unwrap();
+        assert_eq!(pipeline.run(&frame, FrameKind::Video, &mut network, clock()).unwrap(), 0, "{width}x{height}");
+        assert!(pipeline.faces().is_empty() && pipeline.probs().is_empty());
+    }
+}
+
+#[test]
+fn weights_that_are_not_tiny_face_detector_are_refused_with_the_reason() {
+    let error = |manifest: &str, weights: &[u8]| TinyFaceDetector::from_tfjs(manifest, weights).err().expect("refused").to_string();
+    assert!(error("not json", &[]).contains("not a weights manifest"));
+    let other = r#"[{"weights": [{"name": "fc/weights", "shape": [2], "dtype": "float32"}]}]"#;
+    assert!(error(other, &[0; 8]).contains("conv0/filters is missing"));
+    let wrong_shape = r#"[{"weights": [{"name": "conv0/filters", "shape": [2], "dtype": "float32"}]}]"#;
+    assert!(error(wrong_shape, &[0; 8]).contains("conv0/filters has shape [2], expected [3, 3, 3, 16]"));
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(DETECTOR_DIR);
+    let manifest = std::fs::read_to_string(dir.join("tiny_face_detector_model-weights_manifest.json")).unwrap();
+    let weights = std::fs::read(dir.join("tiny_face_detector_model.bin")).unwrap();
+    assert!(error(&manifest, &weights[..weights.len() - 1]).contains("ends before"));
+}
+
+#[test]
+#[ignore = "needs ../shared/fer2013 (or FER2013_CSV); writes tests/fixtures/face_scene.pgm"]
+fn make_test_scene() {
+    let data = read_fer2013_path(&shared_csv(), |_| {}).expect("the FER2013 CSV reads").dataset;
+    let mut detector = detector();
+    let mut faces = Vec::new();
+    let (width, height) = SCENE_SIZE;
+    let mut scene = Scene::background(width, height, 7);
+    // For each square, the first PublicTest face of the wanted class (Happy, Surprise,
+    // Neutral) found there confidently at every input size the tests use.
+    let mut candidates = data.indices_of(fer_cnn::data::Usage::PublicTest).into_iter();
+    for (&(left, top, side), class) in SCENE_FACES.iter().zip([3u8, 5, 6]) {
+        let row = candidates
+            .by_ref()
+            .find(|&row| {
+                if data.label(row) != class {
+                    return false;
+                }
+                let mut alone = Scene::background(width, height, 7);
+                alone.place(data.face(row), left, top, side);
+                let rgba = alone.rgba();
+                let frame = Frame::new(&rgba, width, height).unwrap();
+                [224, 320, 416].iter().all(|&input_size| {
+                    detector.detect(&frame, &DetectorOptions { input_size, min_score: 0.8 }, &mut faces).unwrap();
+                    faces.len() == 1
+                })
+            })
+            .expect("a face the detector finds");
+        println!("row {row} (class {class}) at {left},{top} side {side}");
+        scene.place(data.face(row), left, top, side);
+    }
+    let mut pgm = format!("P5\n{width} {height}\n255\n").into_bytes();
+    pgm.extend_from_slice(&scene.grey);
+    std::fs::write(fixture(SCENE_PATH), pgm).unwrap();
+}
+
+/// Sides (pixels) at which FER2013 faces are placed into 640x480 frames for the figures.
+const MEASURED_SIDES: [usize; 7] = [48, 64, 96, 128, 192, 256, 320];
+const MEASURED_INPUT_SIZES: [usize; 4] = [160, 224, 320, 416];
+
+fn median(mut values: Vec<f32>) -> f32 {
+    values.sort_by(f32::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f32::NAN)
+}
+
+#[test]
+#[ignore = "needs ../shared/fer2013 (or FER2013_CSV); prints detection rates and the FER framing"]
+fn fer_faces_in_larger_frames() {
+    let data = read_fer2013_path(&shared_csv(), |_| {}).expect("the FER2013 CSV reads").dataset;
+    let rows: Vec<usize> = data.indices_of(fer_cnn::data::Usage::PublicTest).into_iter().take(300).collect();
+    let mut detector = detector();
+    let mut faces = Vec::new();
+    let (width, height) = (640, 480);
+    println!("{} PublicTest faces placed into {width}x{height} gradient frames at each side; found = a box centred on the face (score >= 0.5)", rows.len());
+    println!("face side  {}", MEASURED_INPUT_SIZES.map(|s| format!("  input {s:3}")).join(""));
+    // Framing measured at the camera's setting (FrameKind::Video), on faces it finds.
+    let video_input = FrameKind::Video.detector_options().input_size;
+    let (mut side_per_width, mut centre_dx, mut centre_dy) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut framing_iou, mut other_boxes, mut ms) = (Vec::new(), 0, Vec::new());
+    for side in MEASURED_SIDES {
+        let mut line = format!("{side:5} px  ");
+        for input_size in MEASURED_INPUT_SIZES {
+            let mut found = 0;
+            for (n, &row) in rows.iter().enumerate() {
+                let mut scene = Scene::background(width, height, n as u64);
+                let (left, top) = ((n * 97) % (width - side), (n * 61) % (height - side));
+                scene.place(data.face(row), left, top, side);
+                let rgba = scene.rgba();
+                let frame = Frame::new(&rgba, width, height).unwrap();
+                let started = std::time::Instant::now();
+                detector.detect(&frame, &DetectorOptions { input_size, min_score: 0.5 }, &mut faces).unwrap();
+                if input_size == video_input {
+                    ms.push(started.elapsed().as_secs_f32() * 1000.0);
+                }
+                let truth = Rect::new(left as f32, top as f32, side as f32, side as f32);
+                let (tx, ty) = truth.centre();
+                let hit = faces.iter().find(|f| {
+                    let (cx, cy) = f.rect.centre();
+                    (cx - tx).abs() < side as f32 / 2.0 && (cy - ty).abs() < side as f32 / 2.0
+                });
+                other_boxes += faces.len() - hit.is_some() as usize;
+                let Some(hit) = hit else { continue };
+                found += 1;
+                if input_size == video_input && side >= 96 {
+                    let (cx, cy) = hit.rect.centre();
+                    side_per_width.push(side as f32 / hit.rect.width);
+                    centre_dx.push((tx - cx) / hit.rect.width);
+                    centre_dy.push((ty - cy) / hit.rect.width);
+                    framing_iou.push(fer_square(&hit.rect).iou(&truth));
+                }
+            }
+            line += &format!("  {:8.1}%", 100.0 * found as f32 / rows.len() as f32);
+        }
+        println!("{line}");
+    }
+    println!("boxes not on the face, over all {} frames: {other_boxes}", rows.len() * MEASURED_SIDES.len() * MEASURED_INPUT_SIZES.len());
+    println!("detector at input {video_input}: median {:.1} ms per 640x480 frame (native, one thread)", median(ms));
+    println!(
+        "FER framing at input {video_input}, faces of 96 px and more ({} found): side_per_width {:.3}, centre_dx {:+.3}, centre_dy {:+.3}",
+        side_per_width.len(),
+        median(side_per_width),
+        median(centre_dx),
+        median(centre_dy)
+    );
+    let quartile = |q: usize| {
+        let mut v = framing_iou.clone();
+        v.sort_by(f32::total_cmp);
+        v.get(v.len() * q / 4).copied().unwrap_or(f32::NAN)
+    };
+    println!(
+        "the crop with FER_FRAMING {FER_FRAMING:?} vs where the face was: intersection over union, quartiles {:.3} {:.3} {:.3}",
+        quartile(1),
+        quartile(2),
+        quartile(3)
+    );
+}

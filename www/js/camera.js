@@ -1,0 +1,402 @@
+// The camera section: live video (or a dropped photo) → faces found, cropped the FER2013 way
+// and classified in wasm → boxes with labels over the picture, the 48x48 crop each face gives
+// the model, seven smoothed probability bars, frames/s and milliseconds per stage.
+//
+// Frames reach wasm as in the rustwasm Game of Life: the wasm `Camera` owns one RGBA buffer;
+// this module keeps a typed-array view over it in `memory.buffer` and copies each frame's
+// pixels in; results are read through views too. Nothing is serialised per frame.
+
+const STATE_MESSAGES = {
+  off: 'Camera off. Start it, or drop a photo here, to see what the model sees.',
+  asking: 'Asking for the camera… allow it in the browser’s prompt.',
+  starting: 'Camera allowed, starting the video…',
+  on: 'Camera on. Nothing leaves this tab.',
+  denied: 'The camera is blocked for this page. To allow it, click the camera or lock icon in the ' +
+    'address bar, set Camera to Allow, then press Start camera again.',
+  'no-camera': 'No camera found. Connect one (or close the app that holds it) and press Start camera again, or drop a photo.',
+  busy: 'The camera is in use by another app, or could not start. Close that app and press Start camera again.',
+  insecure: 'The camera needs a secure page (https:// or http://localhost). A photo still works.',
+  lost: 'The camera stopped (unplugged, or taken by another app). Press Start camera to try again.',
+  photo: 'Photo classified. Start the camera to go back to live video.',
+  failed: 'Could not classify the frame.',
+};
+
+// Photos are scaled down to this long side first: faces stay large enough to find, and a
+// 50-megapixel photo does not need 200 MB of wasm memory.
+const MAX_PHOTO_SIDE = 1280;
+const FACE_COLOURS = ['#3a6df0', '#e0692f', '#2fa36b', '#b23ad0'];
+
+/** Typed-array views over wasm memory, made again whenever memory grows (which detaches them). */
+class WasmViews {
+  constructor(memory, camera, layout) {
+    this.memory = memory;
+    this.camera = camera;
+    this.layout = layout;
+    this.buffer = null;
+    this.frame = null;
+    this.frameSize = null;
+  }
+
+  /** The frame view for `width × height` RGBA frames; the buffer is resized in wasm when needed. */
+  frameView(width, height) {
+    if (this.frameSize?.width !== width || this.frameSize?.height !== height) {
+      this.frameAddress = this.camera.frameBuffer(width, height);
+      this.frameSize = { width, height };
+      this.buffer = null;
+    }
+    this.refresh();
+    return this.frame;
+  }
+
+  refresh() {
+    if (this.buffer === this.memory.buffer) return;
+    const { maxFaces, faceFields, cropSide, classes, timingFields } = this.layout;
+    const buffer = this.memory.buffer;
+    const { width, height } = this.frameSize;
+    this.frame = new Uint8ClampedArray(buffer, this.frameAddress, width * height * 4);
+    this.faces = new Float32Array(buffer, this.camera.faces(), maxFaces * faceFields);
+    this.crops = new Uint8Array(buffer, this.camera.crops(), maxFaces * cropSide * cropSide);
+    this.probs = new Float32Array(buffer, this.camera.probs(), maxFaces * classes);
+    this.timings = new Float32Array(buffer, this.camera.timings(), timingFields);
+    this.buffer = buffer;
+  }
+}
+
+function describeError(error) {
+  switch (error?.name) {
+    case 'NotAllowedError':
+    case 'SecurityError':
+      return 'denied';
+    case 'NotFoundError':
+    case 'OverconstrainedError':
+      return 'no-camera';
+    default:
+      return 'busy';
+  }
+}
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+/** One face's card: its enlarged 48x48 crop, its top emotion and seven bars. */
+class FaceCard {
+  constructor(index, emotions, cropSide) {
+    this.root = element('figure', 'camera-face');
+    this.root.style.setProperty('--face-colour', FACE_COLOURS[index]);
+    this.root.hidden = true;
+    this.canvas = element('canvas', 'camera-crop');
+    this.canvas.width = this.canvas.height = cropSide;
+    this.canvas.setAttribute('aria-label', `Face ${index + 1} as the model sees it (48×48 grey)`);
+    this.context = this.canvas.getContext('2d');
+    this.pixels = this.context.createImageData(cropSide, cropSide);
+    this.caption = element('figcaption', 'camera-face-label');
+    const bars = element('div', 'camera-bars');
+    this.bars = emotions.map((emotion) => {
+      const fill = element('span', 'camera-bar-fill');
+      const track = element('span', 'camera-bar-track');
+      const value = element('span', 'camera-bar-value');
+      track.append(fill);
+      const row = element('div', 'camera-bar');
+      row.append(element('span', 'camera-bar-name', emotion), track, value);
+      bars.append(row);
+      return { fill, value };
+    });
+    this.root.append(this.canvas, this.caption, bars);
+  }
+
+  show(index, crop, probs, emotions) {
+    const rgba = this.pixels.data;
+    for (let i = 0; i < crop.length; i++) {
+      rgba[4 * i] = rgba[4 * i + 1] = rgba[4 * i + 2] = crop[i];
+      rgba[4 * i + 3] = 255;
+    }
+    this.context.putImageData(this.pixels, 0, 0);
+    let best = 0;
+    probs.forEach((p, k) => {
+      if (p > probs[best]) best = k;
+      this.bars[k].fill.style.width = `${(100 * p).toFixed(1)}%`;
+      this.bars[k].value.textContent = `${Math.round(100 * p)}%`;
+    });
+    this.caption.textContent = `Face ${index + 1}: ${emotions[best]} ${Math.round(100 * probs[best])}%`;
+    this.root.dataset.probs = Array.from(probs).join(',');
+    this.root.hidden = false;
+  }
+}
+
+/**
+ * Fills `section` and runs it. `fer` is the wasm module, `memory` its `WebAssembly.Memory`,
+ * `registry` the ModelRegistry whose current model classifies the faces.
+ */
+export async function setupCamera({ section, fer, memory, registry }) {
+  try {
+    await runCamera({ section, fer, memory, registry });
+  } catch (error) {
+    // The rest of the page keeps working without the camera.
+    section.dataset.state = 'unavailable';
+    const status = section.querySelector('#camera-status');
+    status.textContent = `The face finder could not start: ${error.message ?? error}`;
+    status.classList.add('error');
+  }
+}
+
+async function runCamera({ section, fer, memory, registry }) {
+  const emotions = fer.emotions();
+  const layout = fer.cameraLayout();
+  const [manifest, weights] = await Promise.all([
+    fetch('vendor/face-detector/tiny_face_detector_model-weights_manifest.json').then((r) => r.ok ? r.text() : Promise.reject(new Error(`the face detector's manifest is missing (HTTP ${r.status}); run ./build.sh wasm`))),
+    fetch('vendor/face-detector/tiny_face_detector_model.bin').then((r) => r.ok ? r.arrayBuffer() : Promise.reject(new Error(`the face detector's weights are missing (HTTP ${r.status}); run ./build.sh wasm`))),
+  ]);
+  const camera = new fer.Camera(manifest, new Uint8Array(weights));
+  const views = new WasmViews(memory, camera, layout);
+
+  const $ = (selector) => section.querySelector(selector);
+  const startButton = $('#camera-start');
+  const stopButton = $('#camera-stop');
+  const photoButton = $('#camera-photo-button');
+  const photoInput = $('#camera-photo');
+  const status = $('#camera-status');
+  const stage = $('#camera-stage');
+  const video = $('#camera-video');
+  const photoCanvas = $('#camera-photo-canvas');
+  const placeholder = $('#camera-placeholder');
+  const boxes = $('#camera-boxes');
+  const stats = $('#camera-stats');
+  const noFace = $('#camera-no-face');
+  const faceList = $('#camera-faces');
+
+  const capture = document.createElement('canvas');
+  const captureContext = capture.getContext('2d', { willReadFrequently: true });
+  const cards = Array.from({ length: layout.maxFaces }, (_, i) => new FaceCard(i, emotions, layout.cropSide));
+  faceList.append(...cards.map((card) => card.root));
+  const boxNodes = Array.from({ length: layout.maxFaces }, (_, i) => {
+    const box = element('div', 'camera-box');
+    box.style.setProperty('--face-colour', FACE_COLOURS[i]);
+    box.append(element('span', 'camera-box-label'));
+    box.hidden = true;
+    boxes.append(box);
+    return box;
+  });
+
+  let stream = null;
+  let startAttempts = 0; // a stop while the browser asks for permission cancels that start
+  let frameRequest = null;
+  let photo = null; // the photo on show, to classify again when the model changes
+  let fps = { frames: 0, since: performance.now(), value: 0 };
+
+  function setState(state, detail) {
+    section.dataset.state = state;
+    status.textContent = detail ? `${STATE_MESSAGES[state]} (${detail})` : STATE_MESSAGES[state];
+    status.classList.toggle('error', ['denied', 'no-camera', 'busy', 'insecure', 'lost', 'failed'].includes(state));
+    const live = state === 'asking' || state === 'starting' || state === 'on';
+    startButton.hidden = live;
+    stopButton.hidden = !live;
+  }
+
+  /** Copies `source` (video or photo) into the wasm frame buffer and classifies it. */
+  function classify(source, width, height, isPhoto) {
+    if (capture.width !== width || capture.height !== height) {
+      capture.width = width;
+      capture.height = height;
+    }
+    const copyStarted = performance.now();
+    captureContext.drawImage(source, 0, 0, width, height);
+    const pixels = captureContext.getImageData(0, 0, width, height).data;
+    views.frameView(width, height).set(pixels);
+    const copyMs = performance.now() - copyStarted;
+    const model = registry.current();
+    const count = isPhoto ? camera.processPhoto(model) : camera.processVideoFrame(model);
+    views.refresh();
+    show(count, width, height, copyMs);
+  }
+
+  function show(count, width, height, copyMs) {
+    const { faceFields, cropSide, classes } = layout;
+    const cropPixels = cropSide * cropSide;
+    for (let i = 0; i < layout.maxFaces; i++) {
+      const box = boxNodes[i];
+      if (i >= count) {
+        box.hidden = true;
+        cards[i].root.hidden = true;
+        continue;
+      }
+      // Draw the square the model sees (fields 5–8), not the detector's raw box.
+      const [left, top, side] = [views.faces[i * faceFields + 5], views.faces[i * faceFields + 6], views.faces[i * faceFields + 7]];
+      box.style.left = `${(100 * left) / width}%`;
+      box.style.top = `${(100 * top) / height}%`;
+      box.style.width = `${(100 * side) / width}%`;
+      box.style.height = `${(100 * side) / height}%`;
+      const probs = views.probs.subarray(i * classes, (i + 1) * classes);
+      cards[i].show(i, views.crops.subarray(i * cropPixels, (i + 1) * cropPixels), probs, emotions);
+      const best = probs.indexOf(Math.max(...probs));
+      box.firstChild.textContent = `${i + 1} · ${emotions[best]}`;
+      box.hidden = false;
+    }
+    section.dataset.faces = String(count);
+    noFace.hidden = count > 0;
+    const [findMs, cropMs, classifyMs] = views.timings;
+    const total = copyMs + findMs + cropMs + classifyMs;
+    const rate = section.dataset.state === 'on' ? ` · ${fps.value.toFixed(0)} frames/s` : '';
+    stats.textContent = `${width}×${height}: ${total.toFixed(1)} ms per frame = copy ${copyMs.toFixed(1)} + find ${findMs.toFixed(1)} + ` +
+      `crop ${cropMs.toFixed(1)} + classify ${classifyMs.toFixed(1)} ms${rate}`;
+  }
+
+  function nextFrame() {
+    frameRequest = 'requestVideoFrameCallback' in video
+      ? { video: video.requestVideoFrameCallback(onFrame) }
+      : { animation: requestAnimationFrame(onFrame) };
+  }
+
+  function onFrame() {
+    if (!stream) return;
+    if (video.videoWidth > 0) {
+      try {
+        classify(video, video.videoWidth, video.videoHeight, false);
+      } catch (error) {
+        stop('failed', error.message ?? String(error));
+        console.error(error);
+        return;
+      }
+      fps.frames += 1;
+      const now = performance.now();
+      if (now - fps.since >= 1000) {
+        fps = { frames: 0, since: now, value: (1000 * fps.frames) / (now - fps.since) };
+      }
+    }
+    nextFrame();
+  }
+
+  async function start() {
+    if (!navigator.mediaDevices?.getUserMedia) {
+      setState('insecure');
+      return;
+    }
+    setState('asking');
+    const attempt = ++startAttempts;
+    let granted;
+    try {
+      granted = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 480 }, facingMode: 'user' }, audio: false });
+    } catch (error) {
+      if (attempt === startAttempts) setState(describeError(error), error.message);
+      return;
+    }
+    if (attempt !== startAttempts) {
+      // Stopped (or restarted) while the browser was asking: release what arrived late.
+      for (const track of granted.getTracks()) track.stop();
+      return;
+    }
+    stream = granted;
+    showPhoto(null);
+    setState('starting');
+    for (const track of granted.getVideoTracks()) {
+      track.addEventListener('ended', () => {
+        if (stream === granted) stop('lost');
+      });
+    }
+    video.srcObject = granted;
+    try {
+      await video.play(); // needed by iOS Safari to show the stream
+    } catch (error) {
+      if (attempt === startAttempts) stop('busy', error.message);
+      return;
+    }
+    if (attempt !== startAttempts) return;
+    video.hidden = false;
+    placeholder.hidden = true;
+    stage.style.aspectRatio = `${video.videoWidth} / ${video.videoHeight}`;
+    fps = { frames: 0, since: performance.now(), value: 0 };
+    setState('on');
+    nextFrame();
+  }
+
+  /** Stops the video and releases the camera (its light goes off). */
+  function stop(state = 'off', detail) {
+    startAttempts += 1;
+    if (frameRequest?.video !== undefined) video.cancelVideoFrameCallback(frameRequest.video);
+    if (frameRequest?.animation !== undefined) cancelAnimationFrame(frameRequest.animation);
+    frameRequest = null;
+    for (const track of stream?.getTracks() ?? []) track.stop();
+    stream = null;
+    video.srcObject = null;
+    video.hidden = true;
+    if (!photo) {
+      placeholder.hidden = false;
+      clearFaces();
+    }
+    setState(state, detail);
+  }
+
+  function clearFaces() {
+    boxNodes.forEach((box) => { box.hidden = true; });
+    cards.forEach((card) => { card.root.hidden = true; });
+    noFace.hidden = true;
+    section.dataset.faces = '0';
+    stats.textContent = '';
+  }
+
+  function showPhoto(bitmap) {
+    photo?.close();
+    photo = bitmap;
+    photoCanvas.hidden = !bitmap;
+    if (!bitmap) return;
+    const scale = Math.min(1, MAX_PHOTO_SIDE / Math.max(bitmap.width, bitmap.height));
+    const width = Math.max(1, Math.round(bitmap.width * scale));
+    const height = Math.max(1, Math.round(bitmap.height * scale));
+    photoCanvas.width = width;
+    photoCanvas.height = height;
+    photoCanvas.getContext('2d').drawImage(bitmap, 0, 0, width, height);
+    stage.style.aspectRatio = `${width} / ${height}`;
+    placeholder.hidden = true;
+    classify(photoCanvas, width, height, true);
+  }
+
+  async function usePhoto(file) {
+    if (!file) return;
+    if (stream) stop('off');
+    let bitmap;
+    try {
+      bitmap = await createImageBitmap(file);
+    } catch {
+      status.textContent = `Could not read ${file.name} as a photo: choose a JPEG or PNG image.`;
+      status.classList.add('error');
+      return;
+    }
+    try {
+      showPhoto(bitmap);
+      setState('photo', file.name);
+    } catch (error) {
+      status.textContent = `Could not classify ${file.name}: ${error.message ?? error}`;
+      status.classList.add('error');
+      console.error(error);
+    }
+  }
+
+  startButton.addEventListener('click', start);
+  stopButton.addEventListener('click', () => stop('off'));
+  photoButton.addEventListener('click', () => photoInput.click());
+  photoInput.addEventListener('change', () => {
+    usePhoto(photoInput.files[0]);
+    photoInput.value = '';
+  });
+  stage.addEventListener('dragover', (event) => {
+    event.preventDefault();
+    stage.classList.add('over');
+  });
+  stage.addEventListener('dragleave', () => stage.classList.remove('over'));
+  stage.addEventListener('drop', (event) => {
+    event.preventDefault();
+    stage.classList.remove('over');
+    usePhoto(event.dataTransfer.files[0]);
+  });
+  // A new model (e.g. one just trained) classifies the photo on show at once; live video
+  // picks it up on its next frame.
+  registry.addEventListener('change', () => {
+    if (photo && !stream) classify(photoCanvas, photoCanvas.width, photoCanvas.height, true);
+  });
+  startButton.disabled = false;
+  photoButton.disabled = false;
+  setState('off');
+}
