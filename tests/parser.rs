@@ -183,6 +183,18 @@ fn chunk_size_does_not_change_the_result() {
 }
 
 #[test]
+fn a_size_hint_reserves_memory_without_changing_the_result() {
+    let file = awkward_file();
+    let whole = parse_chunked(&file, usize::MAX).unwrap();
+    for hint in [0, file.len() as u64, u64::MAX] {
+        let mut parser = Fer2013Parser::new();
+        parser.expect_bytes(hint);
+        parser.push(&file);
+        assert_same_data(&whole, &parser.finish().unwrap());
+    }
+}
+
+#[test]
 fn progress_is_visible_while_streaming() {
     let text = format!(
         "{}\n{}\n{}",

@@ -135,6 +135,14 @@ impl Dataset {
         Ok(())
     }
 
+    /// Makes room for `rows` more faces at once, so that loading a whole file does not grow
+    /// (and, in wasm, keep) a buffer twice the size it needs.
+    pub fn reserve(&mut self, rows: usize) {
+        self.faces_u8.reserve_exact(rows * FACE_PIXELS);
+        self.labels.reserve_exact(rows);
+        self.usages.reserve_exact(rows);
+    }
+
     fn push_validated(&mut self, face_u8: &[u8], label: u8, usage: Usage) {
         self.faces_u8.extend_from_slice(face_u8);
         self.labels.push(label);
@@ -228,6 +236,14 @@ pub struct Fer2013Parser {
 impl Fer2013Parser {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Reserves room for the rows a CSV of `csv_bytes` holds (a FER2013 row is about 8 KB;
+    /// at most 200,000 rows are reserved, whatever the hint says).
+    pub fn expect_bytes(&mut self, csv_bytes: u64) {
+        const BYTES_PER_ROW: u64 = 7_800;
+        const MAX_RESERVED_ROWS: u64 = 200_000;
+        self.rows.dataset.reserve((csv_bytes / BYTES_PER_ROW).min(MAX_RESERVED_ROWS) as usize);
     }
 
     /// Feeds the next bytes of the file; never panics, whatever the bytes.

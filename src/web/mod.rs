@@ -17,7 +17,9 @@ use crate::models::{load_model, preset, save_model, StoredDtype, PRESETS};
 use crate::train::{evaluate, predict_faces, TrainConfig, Tta};
 use crate::FerError;
 
+mod camera;
 mod training;
+pub use camera::{camera_layout, Camera};
 pub use training::Training;
 
 #[wasm_bindgen(start)]
@@ -74,6 +76,17 @@ impl DatasetLoader {
 
     fn parser(&mut self) -> Result<&mut Fer2013Parser, JsError> {
         self.parser.as_mut().ok_or_else(|| JsError::new("this loader has finished; create a new one"))
+    }
+
+    /// Optional: the expected size of the CSV text in bytes (for a `.gz`, about 3.3 times the
+    /// file's size), so the faces' memory is taken once at the right size.
+    #[wasm_bindgen(js_name = expectBytes)]
+    pub fn expect_bytes(&mut self, csv_bytes: f64) -> Result<(), JsError> {
+        if !(csv_bytes.is_finite() && csv_bytes >= 0.0) {
+            return Err(JsError::new(&format!("expected size {csv_bytes} is not a number of bytes")));
+        }
+        self.parser()?.expect_bytes(csv_bytes as u64);
+        Ok(())
     }
 
     pub fn push(&mut self, chunk: &[u8]) -> Result<(), JsError> {
@@ -207,7 +220,7 @@ impl Model {
     /// Probabilities for each face in `faces_u8` (48x48 bytes each, laid end to end):
     /// `n × 7` values. `tta` is `none`, `flip` or `flip_shift`.
     pub fn predict(&mut self, faces_u8: &[u8], tta: &str) -> Result<Vec<f32>, JsError> {
-        if faces_u8.is_empty() || faces_u8.len() % FACE_PIXELS != 0 {
+        if faces_u8.is_empty() || !faces_u8.len().is_multiple_of(FACE_PIXELS) {
             return Err(JsError::new(&format!("expected whole 48x48 faces ({FACE_PIXELS} bytes each), got {} bytes", faces_u8.len())));
         }
         let tta = parse_tta(tta)?;
@@ -217,35 +230,13 @@ impl Model {
     /// Each layer's output for one 48x48 face: `[{ layer, shape, values }]`, `shape` being
     /// `[c, h, w]` for images and `[features]` after flattening (the batch axis removed).
     pub fn inspect(&mut self, face_u8: &[u8]) -> Result<JsValue, JsError> {
-        if face_u8.len() != FACE_PIXELS {
-            return Err(JsError::new(&format!("expected one 48x48 face ({FACE_PIXELS} bytes), got {}", face_u8.len())));
-        }
-        let mut input = vec![0.0f32; FACE_PIXELS];
-        face_to_input(face_u8, &mut input);
-        let input = batch_tensor(self.network.spec().input, input).map_err(js_error)?;
-        let outputs = self.network.layer_outputs(input);
-        let views: Vec<LayerView> = self
-            .network
-            .spec()
-            .layers
-            .iter()
-            .zip(outputs)
-            .map(|(layer, output)| LayerView {
-                layer: layer.clone(),
-                shape: output.shape()[1..].to_vec(),
-                values: output.iter().copied().collect(),
-            })
-            .collect();
-        to_js(&views)
+        inspect_network(&mut self.network, face_u8)
     }
 
     /// The first convolution's filters: `{ shape: [filters, channels, k, k], values }`, or
     /// `null` when the model does not start with a convolution.
     pub fn filters(&self) -> Result<JsValue, JsError> {
-        match self.network.tensor("layers.0.weight") {
-            Some(weight) if weight.ndim() == 4 => to_js(&TensorView { shape: weight.shape().to_vec(), values: weight.iter().copied().collect() }),
-            _ => Ok(JsValue::NULL),
-        }
+        first_conv_filters(&self.network)
     }
 
     /// Accuracy, per-class accuracy and confusion matrix on the rows of one Usage.
@@ -255,6 +246,37 @@ impl Model {
             return Err(JsError::new(&format!("the data has no {usage} rows")));
         }
         to_js(&evaluate(&mut self.network, &data.data, &rows, parse_tta(tta)?))
+    }
+}
+
+/// [`Model::inspect`] for any network (the worker inspects the one it is training).
+pub(crate) fn inspect_network(network: &mut Network, face_u8: &[u8]) -> Result<JsValue, JsError> {
+    if face_u8.len() != FACE_PIXELS {
+        return Err(JsError::new(&format!("expected one 48x48 face ({FACE_PIXELS} bytes), got {}", face_u8.len())));
+    }
+    let mut input = vec![0.0f32; FACE_PIXELS];
+    face_to_input(face_u8, &mut input);
+    let input = batch_tensor(network.spec().input, input).map_err(js_error)?;
+    let outputs = network.layer_outputs(input);
+    let views: Vec<LayerView> = network
+        .spec()
+        .layers
+        .iter()
+        .zip(outputs)
+        .map(|(layer, output)| LayerView {
+            layer: layer.clone(),
+            shape: output.shape()[1..].to_vec(),
+            values: output.iter().copied().collect(),
+        })
+        .collect();
+    to_js(&views)
+}
+
+/// [`Model::filters`] for any network.
+pub(crate) fn first_conv_filters(network: &Network) -> Result<JsValue, JsError> {
+    match network.tensor("layers.0.weight") {
+        Some(weight) if weight.ndim() == 4 => to_js(&TensorView { shape: weight.shape().to_vec(), values: weight.iter().copied().collect() }),
+        _ => Ok(JsValue::NULL),
     }
 }
 

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
-use super::{js_error, parse_usage, to_js, FaceDataset, Model};
+use super::{first_conv_filters, inspect_network, js_error, parse_usage, to_js, FaceDataset, Model};
+use crate::data::input::AugmentConfig;
 use crate::data::Usage;
 use crate::models::{save_model, StoredDtype};
 use crate::train::{evaluate, predict_faces, TrainConfig, Trainer, Tta};
@@ -15,6 +16,8 @@ use crate::train::{evaluate, predict_faces, TrainConfig, Trainer, Tta};
 #[wasm_bindgen]
 pub struct Training {
     trainer: Trainer,
+    /// Results to store with the model (`train_rows`, `publictest_accuracy`, ...), as the CLI does.
+    results: HashMap<String, String>,
 }
 
 #[derive(Serialize)]
@@ -41,8 +44,9 @@ impl Training {
         if let Some(limit) = limit {
             rows.truncate(limit);
         }
+        let results = HashMap::from([("train_rows".to_string(), rows.len().to_string())]);
         let trainer = Trainer::new(model.network, config, &data.data, rows).map_err(js_error)?;
-        Ok(Training { trainer })
+        Ok(Training { trainer, results })
     }
 
     /// Up to `steps` batches, stopping early at the end of an epoch so the caller can evaluate.
@@ -84,12 +88,27 @@ impl Training {
         self.trainer.epoch()
     }
 
+    /// Accuracy, per-class accuracy and confusion matrix of the current model on the rows of
+    /// one Usage; the accuracy is also stored with the model (`publictest_accuracy`, ...).
     pub fn evaluate(&mut self, data: &FaceDataset, usage: &str) -> Result<JsValue, JsError> {
-        let rows = data.data.indices_of(parse_usage(usage)?);
+        let usage = parse_usage(usage)?;
+        let rows = data.data.indices_of(usage);
         if rows.is_empty() {
-            return Err(JsError::new(&format!("the data has no {usage} rows")));
+            return Err(JsError::new(&format!("the data has no {} rows", usage.name())));
         }
-        to_js(&evaluate(&mut self.trainer.network, &data.data, &rows, Tta::None))
+        let evaluation = evaluate(&mut self.trainer.network, &data.data, &rows, Tta::None);
+        self.results.insert(format!("{}_accuracy", usage.name().to_lowercase()), format!("{:.4}", evaluation.accuracy));
+        to_js(&evaluation)
+    }
+
+    /// Each layer's output for one 48x48 face, as `Model.inspect` gives it.
+    pub fn inspect(&mut self, face_u8: &[u8]) -> Result<JsValue, JsError> {
+        inspect_network(&mut self.trainer.network, face_u8)
+    }
+
+    /// The first convolution's filters, as `Model.filters` gives them.
+    pub fn filters(&self) -> Result<JsValue, JsError> {
+        first_conv_filters(&self.trainer.network)
     }
 
     /// Probabilities (`rows.length × 7`) of the current model for the given dataset rows.
@@ -108,14 +127,21 @@ impl Training {
         Ok(predict_faces(&mut self.trainer.network, &faces, Tta::None).into_raw_vec_and_offset().0)
     }
 
-    /// The model as trained so far, as a `.safetensors` file (load it with `Model.fromBytes`).
+    /// The model as trained so far, as a `.safetensors` file (load it with `Model.fromBytes`),
+    /// with the training options and the latest evaluations in its metadata.
     #[wasm_bindgen(js_name = modelBytes)]
     pub fn model_bytes(&self, half: bool) -> Result<Vec<u8>, JsError> {
         let dtype = if half { StoredDtype::F16 } else { StoredDtype::F32 };
-        let metadata = HashMap::from([(
-            "training".to_string(),
-            serde_json::to_string(self.trainer.config()).map_err(|e| JsError::new(&e.to_string()))?,
-        )]);
+        let mut metadata = self.results.clone();
+        metadata.insert("training".to_string(), serde_json::to_string(self.trainer.config()).map_err(|e| JsError::new(&e.to_string()))?);
+        metadata.insert("epochs_completed".to_string(), self.trainer.epoch().to_string());
         save_model(&self.trainer.network, dtype, &metadata).map_err(js_error)
     }
+}
+
+/// The augmentation the page switches on with its checkbox (random shifts, rotations, zoom,
+/// flips and erasing), as a plain object for `TrainConfig.augment`.
+#[wasm_bindgen(js_name = defaultAugmentConfig)]
+pub fn default_augment_config() -> Result<JsValue, JsError> {
+    to_js(&AugmentConfig::default())
 }

@@ -2,15 +2,19 @@
 // each section (camera, training). Sections never import each other; they share the
 // ModelRegistry, whose 'change' event says which model classifies faces.
 import init, * as fer from '../pkg/fer_cnn.js';
+import { setupCamera } from './camera.js';
 import { ModelRegistry } from './models.js';
+import { setupTraining } from './training.js';
 
 const status = document.querySelector('#engine-status');
 
 async function main() {
-  await init();
+  const wasm = await init();
   document.querySelector('#version').textContent = `fer-cnn ${fer.version()}`;
   const registry = new ModelRegistry(fer, document.querySelector('#model-select'), document.querySelector('#model-info'));
   await registry.loadDefault();
+  await setupCamera({ section: document.querySelector('#camera'), fer, memory: wasm.memory, registry });
+  await setupTraining({ fer, registry });
   status.textContent = 'Ready';
   document.body.dataset.ready = 'true';
 }

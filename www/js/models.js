@@ -1,5 +1,40 @@
 // Which model classifies faces: the default one shipped with the page, or one trained or
 // loaded by the user. Dispatches 'change' whenever the current model changes.
+//
+// The last model trained in the tab is kept in IndexedDB, with whether it was the one in use,
+// so it survives a reload. A model file that does not load leaves the current model in place.
+
+const DATABASE = 'fer-cnn';
+const STORE = 'models';
+const SAVED_TRAINED_KEY = 'last-trained';
+const SELECTED_KEY = 'selected';
+const TRAINED_ID = 'trained';
+const FILE_ID = 'file';
+
+function request(idbRequest) {
+  return new Promise((resolve, reject) => {
+    idbRequest.onsuccess = () => resolve(idbRequest.result);
+    idbRequest.onerror = () => reject(idbRequest.error);
+  });
+}
+
+let database = null; // one connection for the page's lifetime
+
+async function openStore(mode) {
+  database ??= new Promise((resolve, reject) => {
+    const open = indexedDB.open(DATABASE, 1);
+    open.onupgradeneeded = () => open.result.createObjectStore(STORE);
+    request(open).then(resolve, reject);
+  });
+  return (await database).transaction(STORE, mode).objectStore(STORE);
+}
+
+const storage = {
+  async get(key) { return request((await openStore('readonly')).get(key)); },
+  async put(key, value) { return request((await openStore('readwrite')).put(value, key)); },
+  async delete(key) { return request((await openStore('readwrite')).delete(key)); },
+};
+
 export class ModelRegistry extends EventTarget {
   constructor(fer, select, info) {
     super();
@@ -7,7 +42,11 @@ export class ModelRegistry extends EventTarget {
     this.select = select;
     this.info = info;
     this.entries = new Map(); // id -> { label, model }
-    select.addEventListener('change', () => this.use(select.value));
+    select.addEventListener('change', () => {
+      this.use(select.value);
+      // Only the user's own choice is remembered, not the page's start-up defaults.
+      storage.put(SELECTED_KEY, select.value).catch(() => {});
+    });
   }
 
   async loadDefault() {
@@ -17,8 +56,8 @@ export class ModelRegistry extends EventTarget {
     this.add('default', 'Default model', this.fer.Model.fromBytes(bytes));
   }
 
-  /// Adds (or replaces) a model and makes it current.
-  add(id, label, model) {
+  /// Adds (or replaces) a model; makes it current unless `select` is false.
+  add(id, label, model, { select = true } = {}) {
     const previous = this.entries.get(id);
     if (previous) previous.model.free();
     this.entries.set(id, { label, model });
@@ -29,7 +68,17 @@ export class ModelRegistry extends EventTarget {
     }
     option.textContent = label;
     this.select.disabled = false;
-    this.use(id);
+    if (select || id === this.currentId) this.use(id);
+  }
+
+  /// Removes a model; when it was current, the default model takes over.
+  remove(id) {
+    const entry = this.entries.get(id);
+    if (!entry || id === 'default') return;
+    this.entries.delete(id);
+    [...this.select.options].find((o) => o.value === id)?.remove();
+    if (this.currentId === id) this.use('default');
+    entry.model.free();
   }
 
   use(id) {
@@ -46,5 +95,84 @@ export class ModelRegistry extends EventTarget {
   /// The wasm Model that classifies faces now.
   current() {
     return this.entries.get(this.currentId).model;
+  }
+
+  currentLabel() {
+    return this.entries.get(this.currentId).label;
+  }
+
+  /// `describe()` of a model by id (the current one by default); undefined for an unknown id.
+  describe(id = this.currentId) {
+    return this.entries.get(id)?.model.describe();
+  }
+
+  /// The current model as a `.safetensors` download.
+  downloadCurrent() {
+    const description = this.current().describe();
+    const bytes = this.current().toBytes(false);
+    const link = document.createElement('a');
+    link.href = URL.createObjectURL(new Blob([bytes], { type: 'application/octet-stream' }));
+    link.download = `fer-${description.spec.name}-${this.currentId}.safetensors`;
+    link.click();
+    // The download has started from the object URL by the time the next task runs.
+    setTimeout(() => URL.revokeObjectURL(link.href), 0);
+  }
+
+  /// Loads a `.safetensors` file chosen by the user and makes it current. Throws an Error
+  /// whose message says why the file does not load; the current model stays in place.
+  async loadFile(file) {
+    let model;
+    try {
+      model = this.fer.Model.fromBytes(new Uint8Array(await file.arrayBuffer()));
+    } catch (error) {
+      throw new Error(`"${file.name}" is not a model this page can load: ${error.message ?? error}. ` +
+        `Still using "${this.currentLabel()}".`);
+    }
+    this.add(FILE_ID, `File: ${file.name}`, model);
+  }
+
+  /// Adds a model trained in the tab (safetensors bytes), makes it current and keeps it in
+  /// IndexedDB in place of the previous one. Resolves to false when the browser refuses to
+  /// store it (private browsing, quota): the model is then in use but will not survive a reload.
+  async keepTrained(bytes, label) {
+    this.add(TRAINED_ID, label, this.fer.Model.fromBytes(bytes));
+    try {
+      await storage.put(SAVED_TRAINED_KEY, { bytes, label, savedAt: Date.now() });
+      await storage.put(SELECTED_KEY, TRAINED_ID);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /// Brings back the model kept by `keepTrained`, current again if it was when the page was
+  /// left. Resolves to `{ label, savedAt }`, or null when nothing is stored (or the browser
+  /// keeps no storage). A stored model that no longer loads (say, after an engine update) is
+  /// deleted, and the Error says so.
+  async restoreSaved() {
+    let saved;
+    let selected;
+    try {
+      [saved, selected] = await Promise.all([storage.get(SAVED_TRAINED_KEY), storage.get(SELECTED_KEY)]);
+    } catch {
+      return null;
+    }
+    if (!saved) return null;
+    let model;
+    try {
+      model = this.fer.Model.fromBytes(saved.bytes);
+    } catch (error) {
+      await storage.delete(SAVED_TRAINED_KEY).catch(() => {});
+      throw new Error(`The model kept from an earlier visit ("${saved.label}") no longer loads ` +
+        `(${error.message ?? error}), so it was removed. Train or load another one.`);
+    }
+    this.add(TRAINED_ID, saved.label, model, { select: selected === TRAINED_ID });
+    return { label: saved.label, savedAt: saved.savedAt };
+  }
+
+  /// Deletes the kept model from IndexedDB and from the menu.
+  async forgetSaved() {
+    await storage.delete(SAVED_TRAINED_KEY);
+    this.remove(TRAINED_ID);
   }
 }

@@ -1,0 +1,344 @@
+// The training worker. Its own wasm instance holds the dataset (faces as bytes in wasm memory)
+// and the training run, so parsing 287 MB of CSV and training never block the page.
+//
+// Messages in: load {file}, sample-faces {perClass}, train {preset, config, limit},
+// pause, resume, stop, inspect {row}, inspect-model {bytes, label}.
+// Messages out: load-progress, loaded, load-failed, faces, train-started,
+// train-progress, train-status, epoch, paused, resumed, train-finished, inside, error.
+// Training runs in slices of a few steps, yielding to the event loop between them so that
+// pause, stop and inspect messages are handled within a slice.
+import init, * as fer from '../pkg/fer_cnn.js';
+
+// Target duration of one `trainSteps` call: progress about five times a second, and pause
+// or stop obeyed within a fifth of a second (or one batch, when a batch takes longer).
+const SLICE_MS = 200;
+const LOAD_PROGRESS_INTERVAL_MS = 100;
+const PREVIEW_FACES = 24;
+const FACE_PIXELS = 48 * 48;
+const GZIP_MAGIC = [0x1f, 0x8b];
+
+const post = (message, transfer = []) => self.postMessage(message, transfer);
+const messageOf = (error) => error?.message ?? String(error);
+
+let wasm = null;
+let data = null; // FaceDataset
+let rowsByClass = []; // dataset rows of each emotion, for browsing
+let run = null; // the training run in progress
+const inspected = { row: null, model: null, label: '' }; // what "Look inside" shows when not training
+
+const ready = init().then((exports) => { wasm = exports; });
+
+self.onmessage = async ({ data: message }) => {
+  await ready;
+  try {
+    await handlers[message.type](message);
+  } catch (error) {
+    post({ type: 'error', during: message.type, message: messageOf(error) });
+  }
+};
+
+// One macrotask hop: lets queued messages (pause, stop, inspect) run between training slices,
+// without setTimeout's 4 ms clamp on nested timers.
+const tick = new MessageChannel();
+let afterTick = null;
+tick.port1.onmessage = () => afterTick();
+const nextTask = () => new Promise((resolve) => { afterTick = resolve; tick.port2.postMessage(null); });
+
+async function isGzip(file) {
+  const head = new Uint8Array(await file.slice(0, 2).arrayBuffer());
+  return head[0] === GZIP_MAGIC[0] && head[1] === GZIP_MAGIC[1];
+}
+
+/** `file` as a stream of CSV bytes, decompressed when it is gzip; counts the bytes read from disk. */
+async function csvBytes(file, counter) {
+  const counted = file.stream().pipeThrough(new TransformStream({
+    transform(chunk, controller) {
+      counter.fileBytes += chunk.byteLength;
+      controller.enqueue(chunk);
+    },
+  }));
+  return (await isGzip(file)) ? counted.pipeThrough(new DecompressionStream('gzip')) : counted;
+}
+
+function freeData() {
+  data?.free();
+  data = null;
+  rowsByClass = [];
+}
+
+const handlers = {
+  async load({ file }) {
+    if (run) throw new Error('Stop the training before loading another file.');
+    freeData();
+    inspected.row = null;
+    const started = performance.now();
+    const counter = { fileBytes: 0 };
+    const loader = new fer.DatasetLoader();
+    // FER2013's CSV compresses about 3.2 to 1; the hint only sizes the faces' buffer.
+    loader.expectBytes((await isGzip(file)) ? file.size * 3.3 : file.size);
+    let lastProgress = 0;
+    try {
+      const reader = (await csvBytes(file, counter)).getReader();
+      for (;;) {
+        let chunk;
+        try {
+          chunk = await reader.read();
+        } catch (error) {
+          throw new Error(`could not read "${file.name}" (${messageOf(error)}): a .gz file may be truncated or damaged; try downloading it again`);
+        }
+        if (chunk.done) break;
+        loader.push(chunk.value);
+        const now = performance.now();
+        if (now - lastProgress > LOAD_PROGRESS_INTERVAL_MS) {
+          lastProgress = now;
+          const progress = loader.progress();
+          post({
+            type: 'load-progress', fileBytes: counter.fileBytes, fileSize: file.size, csvBytes: progress.bytes_read,
+            rowsOk: progress.rows_ok, rowsBad: progress.rows_bad, seconds: (now - started) / 1000,
+          });
+        }
+      }
+      data = loader.finish();
+    } catch (error) {
+      post({ type: 'load-failed', name: file.name, message: messageOf(error) });
+      return;
+    } finally {
+      loader.free();
+    }
+    rowsByClass = fer.emotions().map(() => []);
+    for (let row = 0; row < data.length; row++) rowsByClass[data.label(row)].push(row);
+    post({
+      type: 'loaded', name: file.name, fileSize: file.size, report: data.report(), seconds: (performance.now() - started) / 1000,
+      faces: data.length, wasmMemoryBytes: wasm.memory.buffer.byteLength,
+    });
+  },
+
+  /** Random faces of each emotion from the whole file. */
+  'sample-faces'({ perClass }) {
+    if (!data) return;
+    const classes = rowsByClass.map((rows, label) => {
+      const picked = [...rows];
+      for (let i = 0; i < Math.min(perClass, picked.length); i++) {
+        const j = i + Math.floor(Math.random() * (picked.length - i));
+        [picked[i], picked[j]] = [picked[j], picked[i]];
+      }
+      const chosen = picked.slice(0, perClass);
+      const faces = facesOf(chosen);
+      return { label, total: rows.length, rows: chosen, usages: chosen.map((row) => data.usage(row)), faces };
+    });
+    post({ type: 'faces', classes }, classes.map((c) => c.faces.buffer));
+  },
+
+  async train({ preset, config, limit }) {
+    if (!data) throw new Error('Load the FER2013 file first.');
+    if (run) throw new Error('A training run is already going: stop it first.');
+    const training = new fer.Training(fer.Model.fromPreset(preset, BigInt(config.seed)), data, config, limit);
+    run = { training, paused: false, stopRequested: false, wake: null };
+    try {
+      await trainLoop(run, preset, config, limit);
+    } finally {
+      training.free();
+      run = null;
+    }
+  },
+
+  pause() {
+    if (run) run.paused = true;
+  },
+
+  resume() {
+    if (!run) return;
+    run.paused = false;
+    run.wake?.();
+  },
+
+  stop() {
+    if (!run) return;
+    run.stopRequested = true;
+    run.wake?.();
+  },
+
+  inspect({ row }) {
+    inspected.row = row;
+    postInside();
+  },
+
+  /** The page's current model, shown by "Look inside" while nothing is training. */
+  'inspect-model'({ bytes, label }) {
+    const model = fer.Model.fromBytes(bytes);
+    inspected.model?.free();
+    inspected.model = model;
+    inspected.label = label;
+    if (!run) postInside();
+  },
+};
+
+function floatView(tensor) {
+  return tensor && { shape: tensor.shape, values: Float32Array.from(tensor.values) };
+}
+
+/** Filters and every layer's output for the inspected face, from the model in training or the page's model. */
+function postInside() {
+  const source = run ? run.training : inspected.model;
+  if (!data || inspected.row == null || !source) return;
+  const row = inspected.row;
+  const face = data.face(row);
+  const layers = source.inspect(face).map(({ layer, shape, values }) => ({ layer, shape, values: Float32Array.from(values) }));
+  const filters = floatView(source.filters());
+  const modelLabel = run ? `the model being trained (after ${run.training.epoch()} epochs)` : inspected.label;
+  post(
+    { type: 'inside', row, label: data.label(row), usage: data.usage(row), face, modelLabel, layers, filters },
+    [face.buffer, ...layers.map((l) => l.values.buffer), ...(filters ? [filters.values.buffer] : [])],
+  );
+}
+
+/** Faces shown with their predictions after every epoch: spread over the test rows. */
+function previewRows() {
+  const test = data.rows('PublicTest');
+  const pool = test.length ? test : data.rows('Training');
+  const count = Math.min(PREVIEW_FACES, pool.length);
+  return Uint32Array.from({ length: count }, (_, i) => pool[Math.floor((i * pool.length) / count)]);
+}
+
+function facesOf(rows) {
+  const faces = new Uint8Array(rows.length * FACE_PIXELS);
+  rows.forEach((row, i) => faces.set(data.face(row), i * FACE_PIXELS));
+  return faces;
+}
+
+function predictPreview(training, rows) {
+  const probs = training.predict(data, rows);
+  const classes = probs.length / rows.length;
+  return Array.from(rows, (_, i) => {
+    const p = probs.subarray(classes * i, classes * (i + 1));
+    const predicted = p.indexOf(Math.max(...p));
+    return { predicted, confidence: p[predicted] };
+  });
+}
+
+/** Training speed and time left: images per second over the last few slices, evaluations timed. */
+class Stopwatch {
+  constructor(totalSamples, evaluationsPlanned, evaluationSamples) {
+    Object.assign(this, { totalSamples, evaluationsPlanned, evaluationSamples });
+    this.samplesDone = 0;
+    this.trainSeconds = 0;
+    this.evaluations = 0;
+    this.evaluationSeconds = 0;
+    this.recentImagesPerSecond = null;
+  }
+
+  trained(samples, seconds) {
+    this.samplesDone += samples;
+    this.trainSeconds += seconds;
+    const speed = samples / seconds;
+    this.recentImagesPerSecond = this.recentImagesPerSecond == null ? speed : 0.8 * this.recentImagesPerSecond + 0.2 * speed;
+  }
+
+  evaluated(seconds) {
+    this.evaluations += 1;
+    this.evaluationSeconds += seconds;
+  }
+
+  secondsLeft() {
+    // Until the first evaluation is timed, guess it from the training speed: a forward pass
+    // is about a third of a training step.
+    const perEvaluation = this.evaluations
+      ? this.evaluationSeconds / this.evaluations
+      : this.evaluationSamples / (3 * this.recentImagesPerSecond);
+    return (this.totalSamples - this.samplesDone) / this.recentImagesPerSecond +
+      (this.evaluationsPlanned - this.evaluations) * perEvaluation;
+  }
+
+  averageImagesPerSecond() {
+    return this.samplesDone / Math.max(this.trainSeconds, 1e-9);
+  }
+}
+
+const secondsSince = (start) => (performance.now() - start) / 1000;
+
+async function trainLoop(run, preset, config, limit) {
+  const { training } = run;
+  const stepsPerEpoch = training.stepsPerEpoch();
+  const publicTestRows = data.rows('PublicTest').length;
+  const privateTestRows = data.rows('PrivateTest').length;
+  const availableRows = data.rows('Training').length;
+  const trainRows = limit == null ? availableRows : Math.min(limit, availableRows);
+  const preview = previewRows();
+  const previewFaces = facesOf(preview);
+  post({
+    type: 'train-started', preset, epochs: config.epochs, trainRows,
+    preview: { rows: Array.from(preview), labels: Array.from(preview, (row) => data.label(row)), faces: previewFaces },
+  }, [previewFaces.buffer]);
+
+  const clock = new Stopwatch(config.epochs * trainRows, publicTestRows ? config.epochs : 0, publicTestRows);
+  let stepsPerSlice = 1;
+  let stepInEpoch = 0;
+  let epochsTrained = 0; // fractional
+  let epochTotals = { loss: 0, correct: 0, samples: 0 };
+  while (training.epoch() < config.epochs && !run.stopRequested) {
+    if (run.paused) {
+      post({ type: 'paused' });
+      await new Promise((resolve) => { run.wake = resolve; });
+      run.wake = null;
+      if (!run.paused) post({ type: 'resumed' });
+      continue;
+    }
+    const started = performance.now();
+    const report = training.trainSteps(data, stepsPerSlice);
+    const seconds = secondsSince(started);
+    clock.trained(report.samples, seconds);
+    const steps = report.epoch_finished ? stepsPerEpoch - stepInEpoch : Math.ceil(report.samples / config.batch_size);
+    stepInEpoch = report.epoch_finished ? 0 : stepInEpoch + steps;
+    epochsTrained = report.epoch + stepInEpoch / stepsPerEpoch;
+    stepsPerSlice = Math.max(1, Math.min(100, Math.round(SLICE_MS / 1000 / (seconds / steps))));
+    epochTotals = {
+      loss: epochTotals.loss + report.loss * report.samples,
+      correct: epochTotals.correct + report.correct,
+      samples: epochTotals.samples + report.samples,
+    };
+    post({
+      type: 'train-progress',
+      epoch: epochsTrained,
+      loss: report.loss,
+      accuracy: report.correct / report.samples,
+      lr: report.lr,
+      samplesDone: clock.samplesDone,
+      totalSamples: clock.totalSamples,
+      imagesPerSecond: clock.recentImagesPerSecond,
+      etaSeconds: clock.secondsLeft(),
+      filters: floatView(training.filters()),
+    });
+
+    if (report.epoch_finished) {
+      let publicTest = null;
+      if (publicTestRows) {
+        post({ type: 'train-status', text: `Evaluating on ${publicTestRows.toLocaleString('en')} PublicTest faces…` });
+        const evaluationStarted = performance.now();
+        publicTest = training.evaluate(data, 'PublicTest');
+        clock.evaluated(secondsSince(evaluationStarted));
+      }
+      post({
+        type: 'epoch',
+        epochsCompleted: report.epoch,
+        train: { loss: epochTotals.loss / epochTotals.samples, accuracy: epochTotals.correct / epochTotals.samples },
+        publicTest,
+        predictions: predictPreview(training, preview),
+      });
+      epochTotals = { loss: 0, correct: 0, samples: 0 };
+      postInside();
+    }
+    await nextTask();
+  }
+
+  const completed = training.epoch() >= config.epochs;
+  let privateTest = null;
+  if (completed && privateTestRows) {
+    post({ type: 'train-status', text: `Final evaluation on ${privateTestRows.toLocaleString('en')} PrivateTest faces…` });
+    privateTest = training.evaluate(data, 'PrivateTest');
+  }
+  const modelBytes = training.modelBytes(false);
+  post({
+    type: 'train-finished', preset, completed, epochsTrained, trainRows, privateTest, modelBytes,
+    averageImagesPerSecond: clock.averageImagesPerSecond(), trainSeconds: clock.trainSeconds,
+  }, [modelBytes.buffer]);
+}
