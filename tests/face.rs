@@ -1,6 +1,8 @@
 //! The face finder and the FER2013 crop: on a shipped test scene with FER2013 faces at known
 //! places, and (ignored, needs ../shared) detection rates and framing measured on FER2013.
 
+#![cfg(not(target_arch = "wasm32"))]
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 

@@ -82,6 +82,9 @@ struct TrainArgs {
     /// Architecture
     #[arg(long, default_value = "seed")]
     preset: String,
+    /// Start from this model's weights (and architecture) instead of a fresh preset
+    #[arg(long, conflicts_with = "preset")]
+    init: Option<PathBuf>,
     /// Train on the first N Training rows only (the paper used 6,000)
     #[arg(long)]
     limit: Option<usize>,
@@ -109,6 +112,9 @@ struct TrainArgs {
     /// Random shifts, rotations, zoom, flips and erasing
     #[arg(long)]
     augment: bool,
+    /// With --augment: probability of blanking a random rectangle of each face
+    #[arg(long, default_value_t = AugmentConfig::default().erase_probability)]
+    erase: f32,
     /// Mixup Beta(α, α); 0 = off
     #[arg(long, default_value_t = 0.0)]
     mixup: f32,
@@ -217,7 +223,7 @@ fn train(args: TrainArgs) -> Result<()> {
             ScheduleArg::Cosine => Schedule::Cosine { warmup_epochs: args.warmup_epochs },
         },
         label_smoothing: args.label_smoothing,
-        augment: args.augment.then(AugmentConfig::default),
+        augment: args.augment.then(|| AugmentConfig { erase_probability: args.erase, ..AugmentConfig::default() }),
         mixup_alpha: args.mixup,
         class_weights: args.class_weights,
         seed: args.seed,
@@ -228,7 +234,11 @@ fn train(args: TrainArgs) -> Result<()> {
         eprintln!("resumed {} after epoch {}", checkpoint_path.display(), trainer.epoch());
         trainer
     } else {
-        Trainer::new(Network::new(preset(&args.preset)?, args.seed)?, config, &data, train_rows.clone())?
+        let network = match &args.init {
+            Some(path) => load_model(&read_file(path)?)?.network,
+            None => Network::new(preset(&args.preset)?, args.seed)?,
+        };
+        Trainer::new(network, config, &data, train_rows.clone())?
     };
     let spec = trainer.network.spec().clone();
     eprintln!(
