@@ -11,16 +11,11 @@
 // ESR by geckodriver's WebDriver HTTP API (playwright cannot drive Firefox ESR).
 import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { serve, launch } from './harness.mjs';
+import { serve, launch, freePort, option } from './harness.mjs';
 import { readScene, enlarge, y4m } from './face-scene.mjs';
 
-function option(name, fallback) {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : fallback;
-}
 
 /** Runs in the browser: times `frames` calls of Camera.processVideoFrame on the given frame. */
 async function timeFrames({ greyBase64, width, height, frames }) {
@@ -96,14 +91,6 @@ async function liveChromium(url, scene) {
     await browser.close();
     await fs.rm(dir, { recursive: true, force: true });
   }
-}
-
-async function freePort() {
-  const server = net.createServer();
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 async function benchFirefox(url, args) {

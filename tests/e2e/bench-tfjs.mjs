@@ -21,21 +21,17 @@
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { serve, launch } from './harness.mjs';
+import { serve, launch, option } from './harness.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const WARMUP_SECONDS = 1;
 
 function options() {
   const args = process.argv.slice(2);
-  const value = (name, fallback) => {
-    const i = args.indexOf(`--${name}`);
-    return i >= 0 ? args[i + 1] : fallback;
-  };
   return {
-    seconds: Number(value('seconds', 10)),
-    rows: Number(value('rows', 640)),
-    presets: value('presets', 'seed,deep').split(','),
+    seconds: Number(option('seconds', 10)),
+    rows: Number(option('rows', 640)),
+    presets: option('presets', 'seed,deep').split(','),
     cpuDeep: args.includes('--cpu-deep'),
     json: args.includes('--json'),
   };

@@ -13,25 +13,19 @@
 // (playwright cannot drive Firefox ESR). Memory comes from /proc (Linux only).
 import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
-import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { serve, launch } from './harness.mjs';
+import { serve, launch, freePort, option } from './harness.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
 function options() {
-  const args = process.argv.slice(2);
-  const value = (name, fallback) => {
-    const i = args.indexOf(`--${name}`);
-    return i >= 0 ? args[i + 1] : fallback;
-  };
   return {
-    browsers: value('browser', 'both') === 'both' ? ['chromium', 'firefox'] : [value('browser')],
-    csv: path.resolve(value('csv', path.join(ROOT, '../shared/fer2013/fer2013-train-publictest.csv.gz'))),
-    seedEpochs: Number(value('seed-epochs', 30)),
-    limit: Number(value('limit', 6000)),
-    deepSeconds: Number(value('deep-seconds', 120)),
+    browsers: option('browser', 'both') === 'both' ? ['chromium', 'firefox'] : [option('browser')],
+    csv: path.resolve(option('csv', path.join(ROOT, '../shared/fer2013/fer2013-train-publictest.csv.gz'))),
+    seedEpochs: Number(option('seed-epochs', 30)),
+    limit: Number(option('limit', 6000)),
+    deepSeconds: Number(option('deep-seconds', 120)),
   };
 }
 
@@ -144,14 +138,6 @@ async function chromiumDriver(url) {
     setFile: (selector, file) => page.setInputFiles(selector, file),
     close: () => browser.close(),
   };
-}
-
-async function freePort() {
-  const server = net.createServer();
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 /** Firefox through geckodriver's W3C WebDriver endpoints, the few this script needs. */
