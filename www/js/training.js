@@ -310,7 +310,9 @@ function trainSection(page) {
     fields.limit.max = page.trainingRows;
     applySuggested();
     setState('ready');
-    for (const id of ['#browse', '#train', '#inside']) $(id).hidden = false;
+    // '#learn' too, before any training: laying out its charts for the first time takes a long
+    // main-thread task, which must not fall inside a training run.
+    for (const id of ['#browse', '#train', '#learn', '#inside']) $(id).hidden = false;
     page.requestFaces();
     page.sendInspectModel();
     page.inspect(0);
