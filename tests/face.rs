@@ -249,6 +249,28 @@ fn the_pipeline_finds_crops_and_classifies_every_face_of_a_frame() {
 }
 
 #[test]
+fn test_time_augmentation_in_the_pipeline_averages_each_face_with_its_mirror() {
+    let scene = test_scene();
+    let rgba = scene.rgba();
+    let frame = Frame::new(&rgba, scene.width, scene.height).unwrap();
+    let (mut pipeline, mut network) = pipeline();
+    assert_eq!(pipeline.tta(), Tta::None);
+    pipeline.set_tta(Tta::Flip);
+    assert_eq!(pipeline.run(&frame, FrameKind::Photo, &mut network, clock()).unwrap(), SCENE_FACES.len());
+    let crops = pipeline.crops().as_flattened().to_vec();
+    let (flipped, plain) = (predict_faces(&mut network, &crops, Tta::Flip), predict_faces(&mut network, &crops, Tta::None));
+    let mut largest_change = 0.0f32;
+    for ((probs, want), unflipped) in pipeline.probs().iter().zip(flipped.rows()).zip(plain.rows()) {
+        for ((p, w), u) in probs.iter().zip(want).zip(unflipped) {
+            assert!((p - w).abs() < 1e-5, "{probs:?} vs {want:?}");
+            largest_change = largest_change.max((p - u).abs());
+        }
+    }
+    // An untrained network is not mirror-symmetric, so the mirror must have changed something.
+    assert!(largest_change > 1e-4, "flip averaging left every probability as it was");
+}
+
+#[test]
 fn frames_of_any_shape_are_searched_without_panicking() {
     let (mut pipeline, mut network) = pipeline();
     for (width, height) in [(1, 1), (3, 7), (1, 4000), (4000, 1), (31, 33), (641, 479)] {

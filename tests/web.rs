@@ -63,6 +63,12 @@ fn train_predict_save_and_load_in_the_browser() {
     }
     assert!(finished);
     assert_eq!(training.epoch(), 3);
+    for tta in ["none", "flip"] {
+        let evaluation = training.evaluate(&data, "PublicTest", tta).unwrap_or_else(|_| panic!("evaluates with {tta}"));
+        let n = js_sys::Reflect::get(&evaluation, &"n".into()).unwrap().as_f64().unwrap();
+        assert_eq!(n, 42.0);
+    }
+    assert!(training.evaluate(&data, "PublicTest", "sideways").is_err(), "an unknown test-time augmentation is refused");
 
     let bytes = training.model_bytes(false).unwrap_or_else(|_| panic!("model saves"));
     let mut model = Model::from_bytes(&bytes).unwrap_or_else(|_| panic!("model loads"));

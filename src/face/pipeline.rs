@@ -66,6 +66,7 @@ pub struct FacePipeline {
     probs: [[f32; NUM_CLASSES]; MAX_FACES],
     face_count: usize,
     timings: StageTimings,
+    tta: Tta,
 }
 
 impl FacePipeline {
@@ -80,7 +81,18 @@ impl FacePipeline {
             probs: [[0.0; NUM_CLASSES]; MAX_FACES],
             face_count: 0,
             timings: StageTimings::default(),
+            tta: Tta::None,
         }
+    }
+
+    /// Classifies each face over these test-time views from the next frame on: `Tta::Flip`
+    /// averages the face and its mirror image, for twice the classify time.
+    pub fn set_tta(&mut self, tta: Tta) {
+        self.tta = tta;
+    }
+
+    pub fn tta(&self) -> Tta {
+        self.tta
     }
 
     /// Finds, crops and classifies the faces of `frame` with `classifier` (a 48x48x1 model);
@@ -102,7 +114,7 @@ impl FacePipeline {
         }
         let cropped = now_ms();
         if count > 0 {
-            let probs = predict_faces(classifier, self.crops[..count].as_flattened(), Tta::None);
+            let probs = predict_faces(classifier, self.crops[..count].as_flattened(), self.tta);
             for (out, row) in self.probs.iter_mut().zip(probs.rows()) {
                 for (o, &p) in out.iter_mut().zip(row) {
                     *o = p;

@@ -10,7 +10,7 @@
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
-use super::{js_error, to_js, Model};
+use super::{js_error, parse_tta, to_js, Model};
 use crate::data::{FACE_SIDE, NUM_CLASSES};
 use crate::face::frame::check_frame_size;
 use crate::face::pipeline::FoundFace;
@@ -84,6 +84,14 @@ impl Camera {
         }
         let frame = Frame::new(&self.frame_rgba, self.frame_width, self.frame_height).map_err(js_error)?;
         self.pipeline.run(&frame, kind, &mut model.network, performance_now).map_err(js_error)
+    }
+
+    /// Test-time augmentation for the faces of the following frames: `none`, `flip` (each face
+    /// and its mirror image, averaged: twice the classify time) or `flip_shift` (10 views).
+    #[wasm_bindgen(js_name = setTta)]
+    pub fn set_tta(&mut self, tta: &str) -> Result<(), JsError> {
+        self.pipeline.set_tta(parse_tta(tta)?);
+        Ok(())
     }
 
     /// Address of the last frame's faces, best first: `FACE_FIELDS` `f32`s each (see

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
-use super::{first_conv_filters, inspect_network, js_error, parse_usage, to_js, FaceDataset, Model};
+use super::{first_conv_filters, inspect_network, js_error, parse_tta, parse_usage, to_js, FaceDataset, Model};
 use crate::data::input::AugmentConfig;
 use crate::data::Usage;
 use crate::models::{save_model, StoredDtype};
@@ -89,14 +89,16 @@ impl Training {
     }
 
     /// Accuracy, per-class accuracy and confusion matrix of the current model on the rows of
-    /// one Usage; the accuracy is also stored with the model (`publictest_accuracy`, ...).
-    pub fn evaluate(&mut self, data: &FaceDataset, usage: &str) -> Result<JsValue, JsError> {
+    /// one Usage, over the test-time views `tta` (`none`, `flip` or `flip_shift`); the
+    /// accuracy is also stored with the model (`publictest_accuracy`, ...).
+    pub fn evaluate(&mut self, data: &FaceDataset, usage: &str, tta: &str) -> Result<JsValue, JsError> {
         let usage = parse_usage(usage)?;
+        let tta = parse_tta(tta)?;
         let rows = data.data.indices_of(usage);
         if rows.is_empty() {
             return Err(JsError::new(&format!("the data has no {} rows", usage.name())));
         }
-        let evaluation = evaluate(&mut self.trainer.network, &data.data, &rows, Tta::None);
+        let evaluation = evaluate(&mut self.trainer.network, &data.data, &rows, tta);
         self.results.insert(format!("{}_accuracy", usage.name().to_lowercase()), format!("{:.4}", evaluation.accuracy));
         to_js(&evaluation)
     }

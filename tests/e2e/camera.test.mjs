@@ -2,7 +2,8 @@
 // from tests/fixtures/face_scene.pgm (three FER2013 faces on a gradient); the page must box the
 // three faces, show seven probabilities summing to 1 and the 48x48 crop for each, report its
 // speed, and release the camera on Stop. Also: permission denied, and a photo (with faces, and
-// without) through the same pipeline. No console errors throughout.
+// without) through the same pipeline, with and without mirror test-time augmentation. No
+// console errors throughout.
 //
 // UPDATE_SCREENSHOTS=1 node --test tests/e2e/camera.test.mjs also rewrites
 // tests/e2e/screenshots/camera.png.
@@ -143,8 +144,20 @@ test('camera: a denied permission says how to re-allow it; photos, with and with
     const scene = await readScene();
     await page.setInputFiles('#camera-photo', { name: 'faces.png', mimeType: 'image/png', buffer: png(scene) });
     await page.waitForSelector(`#camera[data-state="photo"][data-faces="${SCENE_FACES}"]`);
-    assertFaces(await faceCards(page), SCENE_FACES);
+    const plain = await faceCards(page);
+    assertFaces(plain, SCENE_FACES);
     assert.equal(await page.isVisible('#camera-photo-canvas'), true);
+
+    // Test-time augmentation: the photo on show is classified again, each face averaged with
+    // its mirror image; unticking gives back the plain probabilities.
+    await page.check('#camera-mirror-tta');
+    await page.waitForFunction(() => document.querySelector('#camera-stats').textContent.includes('classify (with mirror)'));
+    const mirrored = await faceCards(page);
+    assertFaces(mirrored, SCENE_FACES);
+    assert.notDeepEqual(mirrored.map((c) => c.probs), plain.map((c) => c.probs));
+    await page.uncheck('#camera-mirror-tta');
+    await page.waitForFunction(() => !document.querySelector('#camera-stats').textContent.includes('with mirror'));
+    assert.deepEqual((await faceCards(page)).map((c) => c.probs), plain.map((c) => c.probs));
 
     const blank = { ...scene, grey: Buffer.alloc(scene.grey.length, 128) };
     await page.setInputFiles('#camera-photo', { name: 'wall.png', mimeType: 'image/png', buffer: png(blank) });

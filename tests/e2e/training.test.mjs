@@ -99,6 +99,8 @@ test('drop FER2013, train seed for an epoch, keep the model across a reload', as
     await page.selectOption('#train-preset', 'seed');
     assert.equal(await page.inputValue('#train-form [name=limit]'), String(ROWS.Training));
     await page.fill('#train-form [name=epochs]', '1');
+    await page.click('#train-options details summary'); // "More options"
+    await page.selectOption('#train-form [name=tta]', 'flip');
     await page.click('#train-start');
     await page.waitForSelector('#train[data-state="finished"]', { timeout: 30_000 });
     assert.ok(Number(await page.getAttribute('#loss-chart', 'data-points')) >= 1, 'the loss chart has points');
@@ -108,7 +110,7 @@ test('drop FER2013, train seed for an epoch, keep the model across a reload', as
     assert.equal(confusion.flat().reduce((a, b) => a + b, 0), ROWS.PublicTest, 'every PublicTest face is in the confusion matrix');
     assert.match(await page.textContent('#confusion-when'), /after epoch 1/);
     assert.equal(await page.$$eval('#predictions figure.good, #predictions figure.bad', (f) => f.length), 24);
-    assert.match(await page.textContent('#final-result'), new RegExp(`PrivateTest accuracy: [\\d.]+% of ${ROWS.PrivateTest} faces`));
+    assert.match(await page.textContent('#final-result'), new RegExp(`PrivateTest accuracy: [\\d.]+% of ${ROWS.PrivateTest} faces, each with its mirror image`));
     assert.match(await page.textContent('#train-status'), /^Finished: 1 epoch/);
 
     // Look inside: the seed model's 8 first-layer filters and one face's activations.

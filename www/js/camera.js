@@ -167,6 +167,7 @@ async function runCamera({ section, fer, memory, registry }) {
   const stats = $('#camera-stats');
   const noFace = $('#camera-no-face');
   const faceList = $('#camera-faces');
+  const mirrorTta = $('#camera-mirror-tta');
 
   const capture = document.createElement('canvas');
   const captureContext = capture.getContext('2d', { willReadFrequently: true });
@@ -241,7 +242,7 @@ async function runCamera({ section, fer, memory, registry }) {
     const total = copyMs + findMs + cropMs + classifyMs;
     const rate = section.dataset.state === 'on' ? ` · ${fps.value.toFixed(0)} frames/s` : '';
     stats.textContent = `${width}×${height}: ${total.toFixed(1)} ms per frame = copy ${copyMs.toFixed(1)} + find ${findMs.toFixed(1)} + ` +
-      `crop ${cropMs.toFixed(1)} + classify ${classifyMs.toFixed(1)} ms${rate}`;
+      `crop ${cropMs.toFixed(1)} + classify${mirrorTta.checked ? ' (with mirror)' : ''} ${classifyMs.toFixed(1)} ms${rate}`;
   }
 
   function nextFrame() {
@@ -391,11 +392,17 @@ async function runCamera({ section, fer, memory, registry }) {
     stage.classList.remove('over');
     usePhoto(event.dataTransfer.files[0]);
   });
-  // A new model (e.g. one just trained) classifies the photo on show at once; live video
-  // picks it up on its next frame.
-  registry.addEventListener('change', () => {
+  // A new model (e.g. one just trained) or test-time augmentation classifies the photo on
+  // show at once; live video picks it up on its next frame.
+  const classifyPhotoAgain = () => {
     if (photo && !stream) classify(photoCanvas, photoCanvas.width, photoCanvas.height, true);
+  };
+  registry.addEventListener('change', classifyPhotoAgain);
+  mirrorTta.addEventListener('change', () => {
+    camera.setTta(mirrorTta.checked ? 'flip' : 'none');
+    classifyPhotoAgain();
   });
+  camera.setTta(mirrorTta.checked ? 'flip' : 'none'); // a reload may keep the box ticked
   startButton.disabled = false;
   photoButton.disabled = false;
   setState('off');

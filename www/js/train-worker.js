@@ -129,13 +129,13 @@ const handlers = {
     post({ type: 'faces', classes }, classes.map((c) => c.faces.buffer));
   },
 
-  async train({ preset, config, limit }) {
+  async train({ preset, config, limit, tta }) {
     if (!data) throw new Error('Load the FER2013 file first.');
     if (run) throw new Error('A training run is already going: stop it first.');
     const training = new fer.Training(fer.Model.fromPreset(preset, BigInt(config.seed)), data, config, limit);
     run = { training, paused: false, stopRequested: false, wake: null };
     try {
-      await trainLoop(run, preset, config, limit);
+      await trainLoop(run, preset, config, limit, tta);
     } finally {
       training.free();
       run = null;
@@ -256,7 +256,9 @@ class Stopwatch {
 
 const secondsSince = (start) => (performance.now() - start) / 1000;
 
-async function trainLoop(run, preset, config, limit) {
+/** Trains `run.training` to the end (or a stop); PublicTest and PrivateTest are evaluated over
+ * the test-time views `tta` ('none', 'flip' or 'flip_shift'). */
+async function trainLoop(run, preset, config, limit, tta) {
   const { training } = run;
   const stepsPerEpoch = training.stepsPerEpoch();
   const publicTestRows = data.rows('PublicTest').length;
@@ -314,7 +316,7 @@ async function trainLoop(run, preset, config, limit) {
       if (publicTestRows) {
         post({ type: 'train-status', text: `Evaluating on ${publicTestRows.toLocaleString('en')} PublicTest faces…` });
         const evaluationStarted = performance.now();
-        publicTest = training.evaluate(data, 'PublicTest');
+        publicTest = training.evaluate(data, 'PublicTest', tta);
         clock.evaluated(secondsSince(evaluationStarted));
       }
       post({
@@ -334,7 +336,7 @@ async function trainLoop(run, preset, config, limit) {
   let privateTest = null;
   if (completed && privateTestRows) {
     post({ type: 'train-status', text: `Final evaluation on ${privateTestRows.toLocaleString('en')} PrivateTest faces…` });
-    privateTest = training.evaluate(data, 'PrivateTest');
+    privateTest = training.evaluate(data, 'PrivateTest', tta);
   }
   const modelBytes = training.modelBytes(false);
   post({

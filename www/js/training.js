@@ -24,7 +24,7 @@ const SUGGESTED = {
   mlp: { limit: 6000, epochs: 30, batch_size: 64, lr: 1e-3, optimizer: 'adam', augment: false, schedule: 'constant', weight_decay: 0, label_smoothing: 0 },
   deep: { limit: 6000, epochs: 10, batch_size: 64, lr: 0.01, optimizer: 'sgd', augment: true, schedule: 'cosine', weight_decay: 5e-4, label_smoothing: 0.1 },
 };
-const SUGGESTED_FOR_ALL = { mixup_alpha: 0, class_weights: false, seed: 1 };
+const SUGGESTED_FOR_ALL = { mixup_alpha: 0, class_weights: false, seed: 1, tta: 'none' };
 const BROWSE_PER_CLASS = 12;
 const USAGES = ['Training', 'PublicTest', 'PrivateTest'];
 
@@ -232,6 +232,7 @@ function trainSection(page) {
     ],
   });
   let run = null; // what the page knows of the run in progress
+  let testViews = 'none'; // the run's test-time augmentation
 
   const defaultArchitecture = registry.describe('default')?.spec.name;
   const descriptions = new Map(fer.presets());
@@ -286,7 +287,8 @@ function trainSection(page) {
     show($('#train-error'), '');
     $('#final-result').textContent = '';
     setState('running');
-    worker.postMessage({ type: 'train', preset: fields.preset.value, config: readConfig(), limit: Number(fields.limit.value) });
+    testViews = fields.tta.value;
+    worker.postMessage({ type: 'train', preset: fields.preset.value, config: readConfig(), limit: Number(fields.limit.value), tta: testViews });
   });
 
   pauseButton.addEventListener('click', () => {
@@ -404,7 +406,8 @@ function trainSection(page) {
         `${count(Math.round(averageImagesPerSecond))} images/s on average.`;
       section.dataset.averageImagesPerSecond = averageImagesPerSecond.toFixed(1);
       if (privateTest) {
-        $('#final-result').textContent = `Final PrivateTest accuracy: ${percent(privateTest.accuracy)} of ${count(privateTest.n)} faces ` +
+        const views = { none: '', flip: ', each with its mirror image', flip_shift: ', each mirrored and shifted (10 views)' }[testViews];
+        $('#final-result').textContent = `Final PrivateTest accuracy: ${percent(privateTest.accuracy)} of ${count(privateTest.n)} faces${views} ` +
           `(per emotion: ${emotions.map((e, k) => `${e} ${(100 * privateTest.per_class[k]).toFixed(0)}%`).join(', ')}).`;
       }
       const label = `Trained here: ${preset}, ${count(trainRows)} faces, ${epochs}`;
