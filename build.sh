@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for everything, on a fresh machine or a warm one:
 #   ./build.sh            install what is missing, build the wasm, serve www/ on 127.0.0.1
-#   ./build.sh test       install what is missing, run every test: native (cargo test),
+#   ./build.sh test       install what is missing, run every test: formatting, native (cargo test),
 #                         in Firefox (wasm-pack test --headless --firefox), and end-to-end
 #                         page tests in headless Chromium
 #   ./build.sh wasm       build the wasm package into www/pkg (and the page's npm assets)
@@ -54,6 +54,7 @@ wasm_bindgen_version() {
 
 setup() {
     rustup target list --installed | grep -q '^wasm32-unknown-unknown$' || rustup target add wasm32-unknown-unknown
+    rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
     ensure_apt_packages firefox-esr binaryen chromium
     [ -f Cargo.lock ] || cargo generate-lockfile
     ensure_cargo_tool wasm-bindgen wasm-bindgen-cli "$(wasm_bindgen_version)"
@@ -105,6 +106,8 @@ PY
 }
 
 run_tests() {
+    log "formatting (cargo fmt --check; rustfmt.toml)"
+    cargo fmt --check
     log "native tests (cargo test)"
     cargo test --release
     log "browser tests (wasm-pack test --headless --firefox)"

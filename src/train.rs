@@ -24,7 +24,9 @@ use crate::{FerError, Result};
 pub enum Schedule {
     Constant,
     /// Linear warm-up over `warmup_epochs`, then cosine decay to 1% of the rate at the last epoch.
-    Cosine { warmup_epochs: usize },
+    Cosine {
+        warmup_epochs: usize,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -151,18 +153,8 @@ impl Trainer {
             },
         };
         let optimizer = Optimizer::new(config.optimizer, config.weight_decay);
-        let mut trainer = Trainer {
-            network,
-            config,
-            optimizer,
-            schedule,
-            train_rows,
-            order: Vec::new(),
-            cursor: 0,
-            epoch: 0,
-            step: 0,
-            class_weights,
-        };
+        let mut trainer =
+            Trainer { network, config, optimizer, schedule, train_rows, order: Vec::new(), cursor: 0, epoch: 0, step: 0, class_weights };
         trainer.shuffle();
         Ok(trainer)
     }
@@ -256,10 +248,8 @@ impl Trainer {
             optimizer_steps: self.optimizer.steps,
             train_rows: self.train_rows.len(),
         };
-        let metadata = HashMap::from([(
-            "checkpoint".to_string(),
-            serde_json::to_string(&state).map_err(|e| FerError::Model(e.to_string()))?,
-        )]);
+        let metadata =
+            HashMap::from([("checkpoint".to_string(), serde_json::to_string(&state).map_err(|e| FerError::Model(e.to_string()))?)]);
         save_with_extras(&self.network, StoredDtype::F32, &metadata, &extras)
     }
 

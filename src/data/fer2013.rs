@@ -40,9 +40,7 @@ pub const FACE_PIXELS: usize = FACE_SIDE * FACE_SIDE;
 /// Number of emotion classes.
 pub const NUM_CLASSES: usize = 7;
 /// Emotion names, indexed by label.
-pub const EMOTIONS: [&str; NUM_CLASSES] = [
-    "Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral",
-];
+pub const EMOTIONS: [&str; NUM_CLASSES] = ["Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"];
 /// How many bad rows a [`ParseReport`] lists; it counts all of them.
 pub const MAX_REPORTED_BAD_ROWS: usize = 100;
 /// The longest line accepted, without its `\n`. A real row is at most about 9 KiB.
@@ -85,9 +83,7 @@ impl Usage {
     }
 
     fn from_name_bytes(name: &[u8]) -> Option<Usage> {
-        Self::ALL
-            .into_iter()
-            .find(|usage| usage.name().as_bytes().eq_ignore_ascii_case(name))
+        Self::ALL.into_iter().find(|usage| usage.name().as_bytes().eq_ignore_ascii_case(name))
     }
 }
 
@@ -95,11 +91,7 @@ impl FromStr for Usage {
     type Err = FerError;
 
     fn from_str(s: &str) -> Result<Usage> {
-        Usage::from_name(s).ok_or_else(|| {
-            FerError::Data(format!(
-                "unknown usage '{s}': expected Training, PublicTest or PrivateTest"
-            ))
-        })
+        Usage::from_name(s).ok_or_else(|| FerError::Data(format!("unknown usage '{s}': expected Training, PublicTest or PrivateTest")))
     }
 }
 
@@ -120,16 +112,10 @@ impl Dataset {
     /// Appends a face of [`FACE_PIXELS`] bytes with its label (0..=6) and usage.
     pub fn push(&mut self, face_u8: &[u8], label: u8, usage: Usage) -> Result<()> {
         if face_u8.len() != FACE_PIXELS {
-            return Err(FerError::Data(format!(
-                "a face has {FACE_PIXELS} pixels, got {}",
-                face_u8.len()
-            )));
+            return Err(FerError::Data(format!("a face has {FACE_PIXELS} pixels, got {}", face_u8.len())));
         }
         if usize::from(label) >= NUM_CLASSES {
-            return Err(FerError::Data(format!(
-                "label {label} is not 0-{}",
-                NUM_CLASSES - 1
-            )));
+            return Err(FerError::Data(format!("label {label} is not 0-{}", NUM_CLASSES - 1)));
         }
         self.push_validated(face_u8, label, usage);
         Ok(())
@@ -178,9 +164,7 @@ impl Dataset {
 
     /// The rows of one usage, in file order.
     pub fn indices_of(&self, usage: Usage) -> Vec<usize> {
-        (0..self.len())
-            .filter(|&i| self.usages[i] == usage)
-            .collect()
+        (0..self.len()).filter(|&i| self.usages[i] == usage).collect()
     }
 
     /// How many of the given rows have each label. Panics if an index is out of range.
@@ -268,12 +252,7 @@ impl Fer2013Parser {
     /// pixels column.
     pub fn finish(mut self) -> Result<Parsed> {
         self.lines.finish(&mut self.rows);
-        let RowParser {
-            layout,
-            dataset,
-            report,
-            ..
-        } = self.rows;
+        let RowParser { layout, dataset, report, .. } = self.rows;
         if let Layout::Unusable(message) = layout {
             return Err(FerError::Data(message));
         }
@@ -286,25 +265,12 @@ impl Fer2013Parser {
 
 fn no_valid_row_message(report: &ParseReport) -> String {
     if report.rows_bad == 0 {
-        return if report.header {
-            "the file has a header but no data rows".to_string()
-        } else {
-            "empty file".to_string()
-        };
+        return if report.header { "the file has a header but no data rows".to_string() } else { "empty file".to_string() };
     }
     const SHOWN: usize = 3;
-    let first_reasons: Vec<String> = report
-        .bad_rows
-        .iter()
-        .take(SHOWN)
-        .map(|bad| format!("line {}: {}", bad.line, bad.reason))
-        .collect();
+    let first_reasons: Vec<String> = report.bad_rows.iter().take(SHOWN).map(|bad| format!("line {}: {}", bad.line, bad.reason)).collect();
     let more = if report.rows_bad > SHOWN { "; ..." } else { "" };
-    format!(
-        "not a FER2013 CSV: none of its {} rows is valid ({}{more})",
-        report.rows_bad,
-        first_reasons.join("; ")
-    )
+    format!("not a FER2013 CSV: none of its {} rows is valid ({}{more})", report.rows_bad, first_reasons.join("; "))
 }
 
 /// Cuts the byte stream into lines, holding back the unfinished end of each chunk.
@@ -372,12 +338,7 @@ struct ColumnMap {
 }
 
 impl ColumnMap {
-    const HEADERLESS: ColumnMap = ColumnMap {
-        count: 3,
-        emotion: 0,
-        pixels: 1,
-        usage: Some(2),
-    };
+    const HEADERLESS: ColumnMap = ColumnMap { count: 3, emotion: 0, pixels: 1, usage: Some(2) };
 }
 
 #[derive(Debug, Default)]
@@ -400,11 +361,7 @@ struct FieldSpan {
 }
 
 impl FieldSpan {
-    const EMPTY: FieldSpan = FieldSpan {
-        start: 0,
-        end: 0,
-        quoted: false,
-    };
+    const EMPTY: FieldSpan = FieldSpan { start: 0, end: 0, quoted: false };
 
     fn raw<'a>(&self, line: &'a [u8]) -> &'a [u8] {
         line.get(self.start..self.end).unwrap_or_default()
@@ -476,11 +433,7 @@ impl RowParser {
             Ok((label, usage)) => self.add_row(label, usage),
             Err(reason) => {
                 // Binary input fails somewhere in its fields; saying it is not text is clearer.
-                let reason = if std::str::from_utf8(line).is_err() {
-                    NOT_UTF8.to_string()
-                } else {
-                    reason
-                };
+                let reason = if std::str::from_utf8(line).is_err() { NOT_UTF8.to_string() } else { reason };
                 self.add_bad_row(line_number, reason);
             }
         }
@@ -504,57 +457,34 @@ impl RowParser {
     fn decide_layout(&mut self, line: &[u8]) -> Option<ColumnMap> {
         let is_header = std::str::from_utf8(line).is_ok()
             && split_fields(line, &mut self.fields).is_ok()
-            && self
-                .fields
-                .first()
-                .is_some_and(|first| !is_integer(&first.text(line)));
+            && self.fields.first().is_some_and(|first| !is_integer(&first.text(line)));
         if !is_header {
             self.layout = Layout::Known(ColumnMap::HEADERLESS);
             return Some(ColumnMap::HEADERLESS);
         }
         self.report.header = true;
-        let names: Vec<String> = self
-            .fields
-            .iter()
-            .map(|field| String::from_utf8_lossy(&field.text(line)).to_ascii_lowercase())
-            .collect();
+        let names: Vec<String> = self.fields.iter().map(|field| String::from_utf8_lossy(&field.text(line)).to_ascii_lowercase()).collect();
         let column = |name: &str| names.iter().position(|n| n == name);
         self.layout = match (column("emotion"), column("pixels")) {
-            (Some(emotion), Some(pixels)) => Layout::Known(ColumnMap {
-                count: names.len(),
-                emotion,
-                pixels,
-                usage: column("usage"),
-            }),
+            (Some(emotion), Some(pixels)) => Layout::Known(ColumnMap { count: names.len(), emotion, pixels, usage: column("usage") }),
             (emotion, pixels) => {
                 let missing = match (emotion, pixels) {
                     (None, None) => "'emotion' and 'pixels' columns",
                     (None, Some(_)) => "'emotion' column",
                     _ => "'pixels' column",
                 };
-                Layout::Unusable(format!(
-                    "not a FER2013 CSV: its header '{}' has no {missing}",
-                    excerpt(line)
-                ))
+                Layout::Unusable(format!("not a FER2013 CSV: its header '{}' has no {missing}", excerpt(line)))
             }
         };
         None
     }
 
     /// Parses a data row, leaving its face in `self.face`.
-    fn parse_row(
-        &mut self,
-        line: &[u8],
-        columns: ColumnMap,
-    ) -> std::result::Result<(u8, Usage), String> {
+    fn parse_row(&mut self, line: &[u8], columns: ColumnMap) -> std::result::Result<(u8, Usage), String> {
         split_fields(line, &mut self.fields)?;
         let fields = &self.fields;
         if fields.len() != columns.count {
-            return Err(format!(
-                "expected {} columns, found {}",
-                columns.count,
-                fields.len()
-            ));
+            return Err(format!("expected {} columns, found {}", columns.count, fields.len()));
         }
         // The column indices are below `columns.count`, so every field exists.
         let field = |column: usize| fields.get(column).copied().unwrap_or(FieldSpan::EMPTY);
@@ -615,11 +545,7 @@ fn split_fields(line: &[u8], fields: &mut Vec<FieldSpan>) -> std::result::Result
                 }
                 end += 2; // an escaped quote
             }
-            fields.push(FieldSpan {
-                start,
-                end,
-                quoted: true,
-            });
+            fields.push(FieldSpan { start, end, quoted: true });
             pos = end + 1;
             while line.get(pos).is_some_and(u8::is_ascii_whitespace) {
                 pos += 1;
@@ -633,16 +559,8 @@ fn split_fields(line: &[u8], fields: &mut Vec<FieldSpan>) -> std::result::Result
             let rest = line.get(pos..).unwrap_or_default();
             let comma = find_byte(rest, b',');
             let end = comma.map_or(line.len(), |offset| pos + offset);
-            let trimmed_len = line
-                .get(pos..end)
-                .unwrap_or_default()
-                .trim_ascii_end()
-                .len();
-            fields.push(FieldSpan {
-                start: pos,
-                end: pos + trimmed_len,
-                quoted: false,
-            });
+            let trimmed_len = line.get(pos..end).unwrap_or_default().trim_ascii_end().len();
+            fields.push(FieldSpan { start: pos, end: pos + trimmed_len, quoted: false });
             if comma.is_none() {
                 return Ok(());
             }
@@ -668,9 +586,7 @@ fn find_byte(haystack: &[u8], needle: u8) -> Option<usize> {
         checked += 8;
     }
     let rest = haystack.get(checked..)?;
-    rest.iter()
-        .position(|&b| b == needle)
-        .map(|offset| checked + offset)
+    rest.iter().position(|&b| b == needle).map(|offset| checked + offset)
 }
 
 fn parse_emotion(text: &[u8]) -> std::result::Result<u8, String> {
@@ -681,12 +597,7 @@ fn parse_emotion(text: &[u8]) -> std::result::Result<u8, String> {
 }
 
 fn parse_usage(text: &[u8]) -> std::result::Result<Usage, String> {
-    Usage::from_name_bytes(text).ok_or_else(|| {
-        format!(
-            "usage '{}' is not Training, PublicTest or PrivateTest",
-            excerpt(text)
-        )
-    })
+    Usage::from_name_bytes(text).ok_or_else(|| format!("usage '{}' is not Training, PublicTest or PrivateTest", excerpt(text)))
 }
 
 /// Parses whitespace-separated pixel values into `face`. Errors name pixels from 1.
@@ -737,20 +648,10 @@ fn store_pixel(face: &mut [u8; FACE_PIXELS], index: usize, value: u32) {
 /// The reason for the token around `position`, which is not a number in 0..=255.
 fn bad_pixel(field: &[u8], position: usize, pixels_before: usize) -> String {
     let (before, after) = field.split_at(position.min(field.len()));
-    let start = before
-        .iter()
-        .rposition(u8::is_ascii_whitespace)
-        .map_or(0, |space| space + 1);
-    let end = after
-        .iter()
-        .position(u8::is_ascii_whitespace)
-        .map_or(field.len(), |space| position + space);
+    let start = before.iter().rposition(u8::is_ascii_whitespace).map_or(0, |space| space + 1);
+    let end = after.iter().position(u8::is_ascii_whitespace).map_or(field.len(), |space| position + space);
     let token = field.get(start..end).unwrap_or_default();
-    format!(
-        "pixel {} is '{}', not 0-255",
-        pixels_before + 1,
-        excerpt(token)
-    )
+    format!("pixel {} is '{}', not 0-255", pixels_before + 1, excerpt(token))
 }
 
 /// A non-negative decimal integer, saturating at `u32::MAX`; `None` unless all digits.
@@ -758,11 +659,7 @@ fn parse_decimal(text: &[u8]) -> Option<u32> {
     if text.is_empty() || !text.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    Some(text.iter().fold(0u32, |value, &digit| {
-        value
-            .saturating_mul(10)
-            .saturating_add(u32::from(digit - b'0'))
-    }))
+    Some(text.iter().fold(0u32, |value, &digit| value.saturating_mul(10).saturating_add(u32::from(digit - b'0'))))
 }
 
 /// Whether a header candidate's first field is a number, which makes the line a data row.
@@ -802,40 +699,17 @@ mod native {
     /// magic bytes), in 1 MiB chunks. `progress` gets the bytes read from disk so far after each
     /// chunk, to compare with the file's size. I/O errors name the path.
     pub fn read_fer2013_path(path: &Path, mut progress: impl FnMut(u64)) -> Result<Parsed> {
-        let at_path = |error: io::Error| {
-            FerError::Io(io::Error::new(
-                error.kind(),
-                format!("{}: {error}", path.display()),
-            ))
-        };
+        let at_path = |error: io::Error| FerError::Io(io::Error::new(error.kind(), format!("{}: {error}", path.display())));
         let file = File::open(path).map_err(at_path)?;
-        let mut source = BufReader::with_capacity(
-            CHUNK_BYTES,
-            CountingReader {
-                inner: file,
-                bytes: 0,
-            },
-        );
-        let has_gz_extension = path
-            .extension()
-            .is_some_and(|extension| extension.eq_ignore_ascii_case("gz"));
+        let mut source = BufReader::with_capacity(CHUNK_BYTES, CountingReader { inner: file, bytes: 0 });
+        let has_gz_extension = path.extension().is_some_and(|extension| extension.eq_ignore_ascii_case("gz"));
         let gzip = has_gz_extension || source.fill_buf().map_err(at_path)?.starts_with(GZIP_MAGIC);
         let mut parser = Fer2013Parser::new();
         if gzip {
             let mut decoder = MultiGzDecoder::new(source);
-            pump(
-                &mut decoder,
-                &mut parser,
-                |d| d.get_ref().get_ref().bytes,
-                &mut progress,
-            )
+            pump(&mut decoder, &mut parser, |d| d.get_ref().get_ref().bytes, &mut progress)
         } else {
-            pump(
-                &mut source,
-                &mut parser,
-                |s| s.get_ref().bytes,
-                &mut progress,
-            )
+            pump(&mut source, &mut parser, |s| s.get_ref().bytes, &mut progress)
         }
         .map_err(at_path)?;
         parser.finish()

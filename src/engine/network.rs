@@ -141,10 +141,7 @@ impl Network {
 pub fn batch_tensor(input: [usize; 3], values: Vec<f32>) -> Result<Tensor> {
     let per_sample: usize = input.iter().product();
     if per_sample == 0 || !values.len().is_multiple_of(per_sample) {
-        return Err(FerError::Data(format!(
-            "{} values do not make whole samples of shape {input:?}",
-            values.len()
-        )));
+        return Err(FerError::Data(format!("{} values do not make whole samples of shape {input:?}", values.len())));
     }
     let n = values.len() / per_sample;
     Tensor::from_shape_vec(IxDyn(&[n, input[0], input[1], input[2]]), values).map_err(|e| FerError::Data(e.to_string()))

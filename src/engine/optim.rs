@@ -63,11 +63,8 @@ impl Optimizer {
         let uses_second_moment = !matches!(self.kind, OptimizerKind::Sgd { .. });
         if self.first_moment.len() != params.len() {
             self.first_moment = params.iter().map(|p| Tensor::zeros(p.value.raw_dim())).collect();
-            self.second_moment = if uses_second_moment {
-                params.iter().map(|p| Tensor::zeros(p.value.raw_dim())).collect()
-            } else {
-                Vec::new()
-            };
+            self.second_moment =
+                if uses_second_moment { params.iter().map(|p| Tensor::zeros(p.value.raw_dim())).collect() } else { Vec::new() };
         }
         self.steps += 1;
         let t = self.steps as i32;
@@ -107,9 +104,16 @@ impl Optimizer {
 pub enum LrSchedule {
     Constant,
     /// Linear warm-up from 0, then half a cosine from the base rate down to `min_ratio × base`.
-    Cosine { warmup_steps: u64, total_steps: u64, min_ratio: f32 },
+    Cosine {
+        warmup_steps: u64,
+        total_steps: u64,
+        min_ratio: f32,
+    },
     /// Multiply by `gamma` every `every_steps`.
-    Step { every_steps: u64, gamma: f32 },
+    Step {
+        every_steps: u64,
+        gamma: f32,
+    },
 }
 
 impl LrSchedule {

@@ -21,13 +21,8 @@ use crate::engine::tensor::{gemm, matrix, matrix_mut};
 use crate::{FerError, Result};
 
 /// Anchor box sizes in grid cells (width, height), from face-api.js's `tinyFaceDetector/const.ts`.
-const ANCHORS: [(f32, f32); 5] = [
-    (1.603231, 2.094468),
-    (6.041143, 7.080126),
-    (2.882459, 3.518061),
-    (4.266906, 5.178857),
-    (9.041765, 10.66308),
-];
+const ANCHORS: [(f32, f32); 5] =
+    [(1.603231, 2.094468), (6.041143, 7.080126), (2.882459, 3.518061), (4.266906, 5.178857), (9.041765, 10.66308)];
 /// The mean colour the network was trained with, subtracted from every input pixel.
 const MEAN_RGB: [f32; 3] = [117.001, 114.697, 97.404];
 /// Boxes that overlap a better one by more than this (intersection over union) are dropped.
@@ -196,7 +191,8 @@ impl TinyFaceDetector {
         for (y, row) in self.input.chunks_exact_mut(size * 3).enumerate() {
             for (x, pixel) in row.chunks_exact_mut(3).enumerate() {
                 for (c, value) in pixel.iter_mut().enumerate() {
-                    let source = if y < resized_height && x < resized_width { self.resized_rgb[(y * resized_width + x) * 3 + c] } else { 0.0 };
+                    let source =
+                        if y < resized_height && x < resized_width { self.resized_rgb[(y * resized_width + x) * 3 + c] } else { 0.0 };
                     *value = (source - MEAN_RGB[c]) / 255.0;
                 }
             }
@@ -210,7 +206,16 @@ impl TinyFaceDetector {
         side = max_pool_2x2(&self.scratch, side, CONV0_FILTERS, 2, &mut self.activations);
         for (i, layer) in self.separable.iter().enumerate() {
             depthwise_3x3_same(&self.activations, side, layer.channels_in, &layer.depthwise, &mut self.scratch);
-            pointwise(&self.scratch, side * side, layer.channels_in, &layer.pointwise, &layer.bias, layer.channels_out, true, &mut self.pointwise_out);
+            pointwise(
+                &self.scratch,
+                side * side,
+                layer.channels_in,
+                &layer.pointwise,
+                &layer.bias,
+                layer.channels_out,
+                true,
+                &mut self.pointwise_out,
+            );
             // The last pool keeps the grid's size (stride 1), as in face-api.js.
             let stride = if i + 1 == self.separable.len() { 1 } else { 2 };
             side = max_pool_2x2(&self.pointwise_out, side, layer.channels_out, stride, &mut self.activations);
@@ -256,7 +261,16 @@ fn conv0_3x3_valid(input: &[f32], side: usize, filters: &[f32], bias: &[f32], ou
 /// A 1x1 convolution over `pixels` pixels: `out [pixels, channels_out] = input [pixels,
 /// channels_in] · filters + bias`, then leaky ReLU when `leaky`.
 #[allow(clippy::too_many_arguments)]
-fn pointwise(input: &[f32], pixels: usize, channels_in: usize, filters: &[f32], bias: &[f32], channels_out: usize, leaky: bool, out: &mut Vec<f32>) {
+fn pointwise(
+    input: &[f32],
+    pixels: usize,
+    channels_in: usize,
+    filters: &[f32],
+    bias: &[f32],
+    channels_out: usize,
+    leaky: bool,
+    out: &mut Vec<f32>,
+) {
     out.resize(pixels * channels_out, 0.0);
     gemm(
         1.0,

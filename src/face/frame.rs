@@ -19,11 +19,7 @@ impl<'a> Frame<'a> {
     pub fn new(rgba: &'a [u8], width: usize, height: usize) -> Result<Frame<'a>> {
         check_frame_size(width, height)?;
         if rgba.len() != width * height * 4 {
-            return Err(FerError::Data(format!(
-                "a {width}x{height} RGBA frame has {} bytes, got {}",
-                width * height * 4,
-                rgba.len()
-            )));
+            return Err(FerError::Data(format!("a {width}x{height} RGBA frame has {} bytes, got {}", width * height * 4, rgba.len())));
         }
         Ok(Frame { rgba, width, height })
     }

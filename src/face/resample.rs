@@ -136,11 +136,12 @@ mod tests {
 
     /// A frame whose R, G and B are all `grey(x, y)`.
     fn grey_frame(width: usize, height: usize, grey: impl Fn(usize, usize) -> u8) -> Vec<u8> {
-        (0..width * height).flat_map(|i| {
-            let g = grey(i % width, i / width);
-            [g, g, g, 255]
-        })
-        .collect()
+        (0..width * height)
+            .flat_map(|i| {
+                let g = grey(i % width, i / width);
+                [g, g, g, 255]
+            })
+            .collect()
     }
 
     fn resample(rgba: &[u8], width: usize, height: usize, region: Rect, out_width: usize, out_height: usize) -> Result<Vec<f32>> {

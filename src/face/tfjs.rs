@@ -87,10 +87,9 @@ pub fn read_weights(manifest_json: &str, weights: &[u8]) -> Result<HashMap<Strin
         };
         let bytes_per_value = storage.bytes_per_value();
         let length = count * bytes_per_value;
-        let bytes = offset
-            .checked_add(length)
-            .and_then(|end| weights.get(offset..end))
-            .ok_or_else(|| bad(format!("the weights file ends before {} ({} bytes, expected more than {})", entry.name, weights.len(), offset)))?;
+        let bytes = offset.checked_add(length).and_then(|end| weights.get(offset..end)).ok_or_else(|| {
+            bad(format!("the weights file ends before {} ({} bytes, expected more than {})", entry.name, weights.len(), offset))
+        })?;
         offset += length;
         let values = bytes.chunks_exact(bytes_per_value).map(|b| storage.decode(b)).collect();
         tensors.insert(entry.name, NamedTensor { shape: entry.shape, values });

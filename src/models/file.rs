@@ -87,7 +87,8 @@ pub fn load_with_extras(bytes: &[u8]) -> Result<(LoadedModel, Vec<(String, Tenso
         None => return Err(FerError::Model("safetensors file without a fer-cnn architecture: not a model made by this project".into())),
     }
     let spec_json = metadata.remove("spec").ok_or_else(|| FerError::Model("model file has no 'spec' (architecture) metadata".into()))?;
-    let spec: ModelSpec = serde_json::from_str(&spec_json).map_err(|e| FerError::Model(format!("the architecture in the file is invalid: {e}")))?;
+    let spec: ModelSpec =
+        serde_json::from_str(&spec_json).map_err(|e| FerError::Model(format!("the architecture in the file is invalid: {e}")))?;
     let tensors = SafeTensors::deserialize(bytes).map_err(|e| FerError::Model(format!("the model file is damaged or truncated ({e})")))?;
 
     let mut network = Network::new(spec, 0)?;

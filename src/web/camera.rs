@@ -133,5 +133,11 @@ struct CameraLayout {
 /// `probs()`, `f32`s in `timings()`.
 #[wasm_bindgen(js_name = cameraLayout)]
 pub fn camera_layout() -> Result<JsValue, JsError> {
-    to_js(&CameraLayout { max_faces: MAX_FACES, face_fields: FACE_FIELDS, crop_side: FACE_SIDE, classes: NUM_CLASSES, timing_fields: TIMING_FIELDS })
+    to_js(&CameraLayout {
+        max_faces: MAX_FACES,
+        face_fields: FACE_FIELDS,
+        crop_side: FACE_SIDE,
+        classes: NUM_CLASSES,
+        timing_fields: TIMING_FIELDS,
+    })
 }

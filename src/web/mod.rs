@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
-use crate::data::{Dataset, Fer2013Parser, ParseReport, Usage, FACE_PIXELS, NUM_CLASSES};
 use crate::data::input::face_to_input;
+use crate::data::{Dataset, Fer2013Parser, ParseReport, Usage, FACE_PIXELS, NUM_CLASSES};
 use crate::engine::network::batch_tensor;
 use crate::engine::{LayerSpec, ModelSpec, Network};
 use crate::models::{load_model, preset, save_model, StoredDtype, PRESETS};
@@ -275,7 +275,9 @@ pub(crate) fn inspect_network(network: &mut Network, face_u8: &[u8]) -> Result<J
 /// [`Model::filters`] for any network.
 pub(crate) fn first_conv_filters(network: &Network) -> Result<JsValue, JsError> {
     match network.tensor("layers.0.weight") {
-        Some(weight) if weight.ndim() == 4 => to_js(&TensorView { shape: weight.shape().to_vec(), values: weight.iter().copied().collect() }),
+        Some(weight) if weight.ndim() == 4 => {
+            to_js(&TensorView { shape: weight.shape().to_vec(), values: weight.iter().copied().collect() })
+        }
         _ => Ok(JsValue::NULL),
     }
 }

@@ -182,7 +182,13 @@ fn load_csv(path: &Path, quiet: bool) -> Result<Dataset> {
     bar.finish_and_clear();
     if !quiet {
         let usages: Vec<String> = Usage::ALL.iter().map(|u| format!("{} {}", u.name(), report.per_usage[u.index()])).collect();
-        eprintln!("read {} faces in {:.1}s ({}); {} bad rows", report.rows_ok, started.elapsed().as_secs_f32(), usages.join(", "), report.rows_bad);
+        eprintln!(
+            "read {} faces in {:.1}s ({}); {} bad rows",
+            report.rows_ok,
+            started.elapsed().as_secs_f32(),
+            usages.join(", "),
+            report.rows_bad
+        );
         for bad in report.bad_rows.iter().take(5) {
             eprintln!("  line {}: {}", bad.line, bad.reason);
         }
@@ -197,7 +203,8 @@ fn read_file(path: &Path) -> Result<Vec<u8>> {
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     // Write then rename, so an interrupted run never leaves a truncated model or checkpoint.
     let temporary = path.with_extension("partial");
-    std::fs::write(&temporary, bytes).and_then(|()| std::fs::rename(&temporary, path))
+    std::fs::write(&temporary, bytes)
+        .and_then(|()| std::fs::rename(&temporary, path))
         .map_err(|e| FerError::Io(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))))
 }
 
@@ -255,7 +262,9 @@ fn train(args: TrainArgs) -> Result<()> {
     while !trainer.is_finished() {
         let epoch = trainer.epoch() + 1;
         let bar = ProgressBar::new(trainer.steps_per_epoch() as u64);
-        bar.set_style(ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} {per_sec} ETA {eta} {msg}").expect("valid template"));
+        bar.set_style(
+            ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} {per_sec} ETA {eta} {msg}").expect("valid template"),
+        );
         bar.set_prefix(format!("{epoch}/{}", trainer.config().epochs));
         let started = Instant::now();
         let (mut loss_sum, mut seen) = (0.0f32, 0usize);
@@ -313,7 +322,10 @@ fn eval(args: EvalArgs) -> Result<()> {
         None => (0..data.len()).collect(),
     };
     if rows.is_empty() {
-        return Err(FerError::Data(format!("no rows to evaluate{}", args.usage.map_or(String::new(), |u| format!(" with Usage {}", u.name())))));
+        return Err(FerError::Data(format!(
+            "no rows to evaluate{}",
+            args.usage.map_or(String::new(), |u| format!(" with Usage {}", u.name()))
+        )));
     }
     let started = Instant::now();
     let result = evaluate(&mut network, &data, &rows, args.tta.into());

@@ -35,7 +35,6 @@ impl BatchNorm {
             inv_std: Vec::new(),
         }
     }
-
 }
 
 /// Sums of a run and of its squares: f32 lanes the compiler vectorises, added up in f64.

@@ -23,13 +23,7 @@ impl Dense {
         // ReLU after it, and He's factor 2 there starts training with over-confident logits.
         let normal = Normal::new(0.0, (1.0 / inputs as f32).sqrt()).expect("a finite positive std");
         let weight = Tensor::from_shape_simple_fn(IxDyn(&[units, inputs]), || normal.sample(rng));
-        Dense {
-            inputs,
-            units,
-            weight: Param::new(weight, true),
-            bias: Param::new(Tensor::zeros(IxDyn(&[units])), false),
-            input: None,
-        }
+        Dense { inputs, units, weight: Param::new(weight, true), bias: Param::new(Tensor::zeros(IxDyn(&[units])), false), input: None }
     }
 }
 

@@ -120,9 +120,7 @@ fn expect_image(spec: &LayerSpec, shape: &Shape) -> Result<[usize; 3]> {
 fn expect_flat(spec: &LayerSpec, shape: &Shape) -> Result<usize> {
     match shape.as_slice() {
         &[features] => Ok(features),
-        _ => Err(FerError::Model(format!(
-            "{spec:?} needs a flat input [features], got {shape:?}: add a flatten or global_avg_pool first"
-        ))),
+        _ => Err(FerError::Model(format!("{spec:?} needs a flat input [features], got {shape:?}: add a flatten or global_avg_pool first"))),
     }
 }
 
