@@ -114,6 +114,56 @@ fn conv2d_over_several_parallel_chunks() {
     check_layer_on_batch(conv(3, 3, 1, Padding::Same), &[2, 5, 5], 19);
 }
 
+/// Cross-correlation by its definition, `[n, c, h, w]` → `[n, f, oh, ow]`, stride 1.
+fn direct_conv(x: &Tensor, weight: &Tensor, bias: &Tensor, [out_h, out_w]: [usize; 2], [pad_top, pad_left]: [usize; 2]) -> Tensor {
+    let (n, channels, in_h, in_w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let (filters, k) = (weight.shape()[0], weight.shape()[2]);
+    Tensor::from_shape_fn(IxDyn(&[n, filters, out_h, out_w]), |index| {
+        let (s, f, oy, ox) = (index[0], index[1], index[2], index[3]);
+        let mut sum = bias[[f]] as f64;
+        for c in 0..channels {
+            for ki in 0..k {
+                for kj in 0..k {
+                    let (iy, ix) = ((oy + ki) as isize - pad_top as isize, (ox + kj) as isize - pad_left as isize);
+                    if (0..in_h as isize).contains(&iy) && (0..in_w as isize).contains(&ix) {
+                        sum += weight[[f, c, ki, kj]] as f64 * x[[s, c, iy as usize, ix as usize]] as f64;
+                    }
+                }
+            }
+        }
+        sum as f32
+    })
+}
+
+#[test]
+fn conv2d_forward_is_the_definition() {
+    // The gradient checks above test backward against forward; this tests forward itself
+    // (im2col and its padding arithmetic), for odd and even kernels, every padding, one
+    // sample and several parallel chunks.
+    let cases = [
+        (conv(3, 3, 1, Padding::Same), [2, 7, 6], [1, 1]),
+        (conv(4, 3, 1, Padding::Same), [5, 1, 1], [1, 1]),
+        (conv(3, 4, 1, Padding::Same), [2, 6, 5], [1, 1]),
+        (conv(2, 2, 1, Padding::Same), [3, 5, 5], [0, 0]),
+        (conv(3, 3, 1, Padding::Valid), [2, 6, 7], [0, 0]),
+        (conv(3, 3, 1, Padding::Explicit(2)), [3, 5, 4], [2, 2]),
+    ];
+    for (spec, shape, pads) in cases {
+        for batch in [1, 19] {
+            let mut rng = Rng::seed_from_u64(5);
+            let (mut layer, out_shape) = build_layer(&spec, &shape.to_vec(), &mut rng).expect("layer builds");
+            let bias = random_tensor(&[out_shape[0]], &mut rng);
+            layer.params_mut()[1].value.assign(&bias);
+            let input = random_tensor(&[batch, shape[0], shape[1], shape[2]], &mut rng);
+            let expected = direct_conv(&input, &layer.params()[0].value, &bias, [out_shape[1], out_shape[2]], pads);
+            let output = layer.forward(input, &mut Mode::Eval);
+            assert_eq!(output.shape(), expected.shape(), "{spec:?} {shape:?}");
+            let worst = output.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(worst < 1e-5, "{spec:?} {shape:?} batch {batch}: off by {worst}");
+        }
+    }
+}
+
 #[test]
 fn max_pool() {
     check_layer(LayerSpec::MaxPool { window: 2, stride: 2 }, &[2, 6, 6]);
