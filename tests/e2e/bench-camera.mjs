@@ -9,11 +9,10 @@
 // page with a fake 30 frames/s camera for five seconds and reads the page's own figures (which
 // include copying each frame out of the video). Chromium is driven by playwright-core, Firefox
 // ESR by geckodriver's WebDriver HTTP API (playwright cannot drive Firefox ESR).
-import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { serve, launch, freePort, option } from './harness.mjs';
+import { serve, launch, firefoxSession, option } from './harness.mjs';
 import { readScene, enlarge, y4m } from './face-scene.mjs';
 
 
@@ -94,41 +93,16 @@ async function liveChromium(url, scene) {
 }
 
 async function benchFirefox(url, args) {
-  const port = await freePort();
-  const geckodriver = spawn(process.env.GECKODRIVER ?? 'geckodriver', ['--port', String(port)], { stdio: 'ignore' });
-  const call = async (method, route, body) => {
-    const response = await fetch(`http://127.0.0.1:${port}${route}`, { method, headers: { 'Content-Type': 'application/json' }, body: body && JSON.stringify(body) });
-    const json = await response.json();
-    if (!response.ok) throw new Error(`WebDriver ${route}: ${json.value?.message ?? response.status}`);
-    return json.value;
-  };
+  const { call, session, close } = await firefoxSession(url);
   try {
-    for (let tries = 0; ; tries++) {
-      try {
-        await call('GET', '/status');
-        break;
-      } catch (error) {
-        if (tries > 50) throw error;
-        await new Promise((resolve) => setTimeout(resolve, 200));
-      }
-    }
-    const { sessionId } = await call('POST', '/session', {
-      capabilities: { alwaysMatch: { browserName: 'firefox', 'moz:firefoxOptions': { binary: process.env.FIREFOX ?? '/usr/bin/firefox', args: ['-headless'] } } },
-    });
-    const session = `/session/${sessionId}`;
-    try {
-      await call('POST', `${session}/timeouts`, { script: 600_000 });
-      await call('POST', `${session}/url`, { url });
-      const script = `const done = arguments[arguments.length - 1];
-        (${timeFrames.toString()})(arguments[0]).then(done, (error) => done({ error: String(error) }));`;
-      const figures = await call('POST', `${session}/execute/async`, { script, args: [args] });
-      if (figures.error) throw new Error(figures.error);
-      report('Firefox', figures);
-    } finally {
-      await call('DELETE', session).catch(() => {});
-    }
+    await call('POST', `${session}/timeouts`, { script: 600_000 });
+    const script = `const done = arguments[arguments.length - 1];
+      (${timeFrames.toString()})(arguments[0]).then(done, (error) => done({ error: String(error) }));`;
+    const figures = await call('POST', `${session}/execute/async`, { script, args: [args] });
+    if (figures.error) throw new Error(figures.error);
+    report('Firefox', figures);
   } finally {
-    geckodriver.kill();
+    await close();
   }
 }
 

@@ -11,11 +11,10 @@
 // read its images/s, stop. In Chromium it also counts main-thread tasks over 50 ms while training.
 // Chromium is driven by playwright-core, Firefox ESR by geckodriver's WebDriver HTTP API
 // (playwright cannot drive Firefox ESR). Memory comes from /proc (Linux only).
-import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { serve, launch, freePort, option } from './harness.mjs';
+import { serve, launch, firefoxSession, option } from './harness.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -140,42 +139,17 @@ async function chromiumDriver(url) {
   };
 }
 
-/** Firefox through geckodriver's W3C WebDriver endpoints, the few this script needs. */
+/** Firefox through geckodriver: the few WebDriver calls this script needs. */
 async function firefoxDriver(url) {
-  const port = await freePort();
-  const geckodriver = spawn(process.env.GECKODRIVER ?? 'geckodriver', ['--port', String(port)], { stdio: 'ignore' });
-  const base = `http://127.0.0.1:${port}`;
-  const call = async (method, route, body) => {
-    const response = await fetch(`${base}${route}`, { method, headers: { 'Content-Type': 'application/json' }, body: body && JSON.stringify(body) });
-    const json = await response.json();
-    if (!response.ok) throw new Error(`WebDriver ${route}: ${json.value?.message ?? response.status}`);
-    return json.value;
-  };
-  for (let i = 0; ; i++) {
-    try {
-      await call('GET', '/status');
-      break;
-    } catch (error) {
-      if (i > 50) throw error;
-      await sleep(200);
-    }
-  }
-  const { sessionId } = await call('POST', '/session', {
-    capabilities: { alwaysMatch: { browserName: 'firefox', 'moz:firefoxOptions': { binary: process.env.FIREFOX ?? '/usr/bin/firefox', args: ['-headless'] } } },
-  });
-  const session = `/session/${sessionId}`;
-  await call('POST', `${session}/url`, { url });
+  const { call, session, driverPid, close } = await firefoxSession(url);
   return {
-    isRoot: (p) => p.ppid === geckodriver.pid,
+    isRoot: (p) => p.ppid === driverPid,
     evaluate: (expression) => call('POST', `${session}/execute/sync`, { script: `return ${expression};`, args: [] }),
     async setFile(selector, file) {
       const element = await call('POST', `${session}/element`, { using: 'css selector', value: selector });
       await call('POST', `${session}/element/${Object.values(element)[0]}/value`, { text: file });
     },
-    async close() {
-      await call('DELETE', session).catch(() => {});
-      geckodriver.kill();
-    },
+    close,
   };
 }
 

@@ -13,7 +13,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { serve, launch, collectErrors } from './harness.mjs';
+import { withBrowser, openPage } from './harness.mjs';
 import { SCENE_FACES, readScene, enlarge, y4m, png } from './face-scene.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -42,7 +42,8 @@ function assertFaces(cards, expected) {
   }
 }
 
-async function openPage(browser, server) {
+/** The page, with its camera section ready and every getUserMedia stream kept in window.testStreams. */
+async function openCameraPage(browser, server) {
   const context = await browser.newContext();
   // Keep every stream the page gets, to check that Stop ends its tracks.
   await context.addInitScript(() => {
@@ -55,10 +56,7 @@ async function openPage(browser, server) {
       return stream;
     };
   });
-  const page = await context.newPage();
-  const errors = collectErrors(page);
-  await page.goto(server.url);
-  await page.waitForSelector('body[data-ready="true"]', { timeout: 30_000 });
+  const { page, errors } = await openPage(context, server.url);
   await page.waitForSelector('#camera[data-state="off"]');
   return { page, errors };
 }
@@ -67,109 +65,94 @@ test('camera: the fake camera\'s faces are boxed, cropped and classified; Stop r
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'fer-camera-'));
   const video = path.join(dir, 'faces.y4m');
   await fs.writeFile(video, y4m(enlarge(await readScene(), 2)));
-  const server = await serve();
-  const browser = await launch(['--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream', `--use-file-for-fake-video-capture=${video}`]);
+  const fakeCamera = ['--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream', `--use-file-for-fake-video-capture=${video}`];
   try {
-    const { page, errors } = await openPage(browser, server);
-    await page.click('#camera-start');
-    await page.waitForSelector('#camera[data-state="on"]', { timeout: 15_000 });
-    await page.waitForSelector(`#camera[data-faces="${SCENE_FACES}"]`, { timeout: 15_000 });
-    assert.equal(await page.isVisible('#camera-video'), true);
-    assert.equal(await page.isVisible('#camera-stop'), true);
-    assert.equal(await page.locator('.camera-box:not([hidden])').count(), SCENE_FACES);
-    const boxes = await page.$$eval('.camera-box:not([hidden])', (nodes) => nodes.map((n) => n.getBoundingClientRect()));
-    const stage = await page.$eval('#camera-stage', (n) => n.getBoundingClientRect());
-    for (const box of boxes) {
-      assert.ok(box.width > stage.width / 8 && box.width < stage.width / 2, `a face-sized box: ${JSON.stringify(box)}`);
-    }
-    assertFaces(await faceCards(page), SCENE_FACES);
-    assert.equal(await page.isVisible('#camera-no-face'), false);
-    // Let a few frames go by for a steady frame rate before reading the figures.
-    await page.waitForFunction(() => / \d+ frames\/s$/.test(document.querySelector('#camera-stats').textContent) && !/ 0 frames\/s$/.test(document.querySelector('#camera-stats').textContent), null, { timeout: 15_000 });
-    console.log(`camera (Chromium, ${os.cpus().length} cores): ${await page.textContent('#camera-stats')}`);
-    if (process.env.UPDATE_SCREENSHOTS) {
-      await page.setViewportSize({ width: 1100, height: 900 });
-      await page.locator('#camera').screenshot({ path: path.join(HERE, 'screenshots/camera.png') });
-    }
+    await withBrowser(fakeCamera, async ({ server, browser }) => {
+      const { page, errors } = await openCameraPage(browser, server);
+      await page.click('#camera-start');
+      await page.waitForSelector('#camera[data-state="on"]', { timeout: 15_000 });
+      await page.waitForSelector(`#camera[data-faces="${SCENE_FACES}"]`, { timeout: 15_000 });
+      assert.equal(await page.isVisible('#camera-video'), true);
+      assert.equal(await page.isVisible('#camera-stop'), true);
+      assert.equal(await page.locator('.camera-box:not([hidden])').count(), SCENE_FACES);
+      const boxes = await page.$$eval('.camera-box:not([hidden])', (nodes) => nodes.map((n) => n.getBoundingClientRect()));
+      const stage = await page.$eval('#camera-stage', (n) => n.getBoundingClientRect());
+      for (const box of boxes) {
+        assert.ok(box.width > stage.width / 8 && box.width < stage.width / 2, `a face-sized box: ${JSON.stringify(box)}`);
+      }
+      assertFaces(await faceCards(page), SCENE_FACES);
+      assert.equal(await page.isVisible('#camera-no-face'), false);
+      // Let a few frames go by for a steady frame rate before reading the figures.
+      await page.waitForFunction(() => / \d+ frames\/s$/.test(document.querySelector('#camera-stats').textContent) && !/ 0 frames\/s$/.test(document.querySelector('#camera-stats').textContent), null, { timeout: 15_000 });
+      console.log(`camera (Chromium, ${os.cpus().length} cores): ${await page.textContent('#camera-stats')}`);
+      if (process.env.UPDATE_SCREENSHOTS) {
+        await page.setViewportSize({ width: 1100, height: 900 });
+        await page.locator('#camera').screenshot({ path: path.join(HERE, 'screenshots/camera.png') });
+      }
 
-    await page.click('#camera-stop');
-    await page.waitForSelector('#camera[data-state="off"]');
-    const tracks = await page.evaluate(() => window.testStreams.flatMap((s) => s.getTracks().map((t) => t.readyState)));
-    assert.ok(tracks.length > 0 && tracks.every((state) => state === 'ended'), `every camera track ended: ${tracks}`);
-    assert.equal(await page.$eval('#camera-video', (v) => v.srcObject), null);
-    assert.equal(await page.isVisible('#camera-start'), true);
-    assert.equal(await page.locator('.camera-box:not([hidden])').count(), 0);
+      await page.click('#camera-stop');
+      await page.waitForSelector('#camera[data-state="off"]');
+      const tracks = await page.evaluate(() => window.testStreams.flatMap((s) => s.getTracks().map((t) => t.readyState)));
+      assert.ok(tracks.length > 0 && tracks.every((state) => state === 'ended'), `every camera track ended: ${tracks}`);
+      assert.equal(await page.$eval('#camera-video', (v) => v.srcObject), null);
+      assert.equal(await page.isVisible('#camera-start'), true);
+      assert.equal(await page.locator('.camera-box:not([hidden])').count(), 0);
 
-    // The camera goes away mid-stream (unplugged): the page says so and lets go of it.
-    await page.click('#camera-start');
-    await page.waitForSelector(`#camera[data-state="on"][data-faces="${SCENE_FACES}"]`, { timeout: 15_000 });
-    await page.evaluate(() => window.testStreams.at(-1).getVideoTracks()[0].dispatchEvent(new Event('ended')));
-    await page.waitForSelector('#camera[data-state="lost"]');
-    assert.match(await page.textContent('#camera-status'), /camera stopped.*Start camera to try again/);
-    assert.ok(await page.evaluate(() => window.testStreams.at(-1).getTracks().every((t) => t.readyState === 'ended')));
-    assert.deepEqual(errors, []);
+      // The camera goes away mid-stream (unplugged): the page says so and lets go of it.
+      await page.click('#camera-start');
+      await page.waitForSelector(`#camera[data-state="on"][data-faces="${SCENE_FACES}"]`, { timeout: 15_000 });
+      await page.evaluate(() => window.testStreams.at(-1).getVideoTracks()[0].dispatchEvent(new Event('ended')));
+      await page.waitForSelector('#camera[data-state="lost"]');
+      assert.match(await page.textContent('#camera-status'), /camera stopped.*Start camera to try again/);
+      assert.ok(await page.evaluate(() => window.testStreams.at(-1).getTracks().every((t) => t.readyState === 'ended')));
+      assert.deepEqual(errors, []);
+    });
   } finally {
-    await browser.close();
-    await server.close();
     await fs.rm(dir, { recursive: true, force: true });
   }
 });
 
-test('camera: with no camera at all, the page says so', async () => {
-  const server = await serve();
-  const browser = await launch(['--use-fake-ui-for-media-stream']);
-  try {
-    const { page, errors } = await openPage(browser, server);
-    await page.click('#camera-start');
-    await page.waitForSelector('#camera:is([data-state="no-camera"], [data-state="busy"])', { timeout: 15_000 });
-    assert.equal(await page.getAttribute('#camera', 'data-state'), 'no-camera', await page.textContent('#camera-status'));
-    assert.match(await page.textContent('#camera-status'), /No camera found/);
-    assert.deepEqual(errors, []);
-  } finally {
-    await browser.close();
-    await server.close();
-  }
-});
+test('camera: with no camera at all, the page says so', () => withBrowser(['--use-fake-ui-for-media-stream'], async ({ server, browser }) => {
+  const { page, errors } = await openCameraPage(browser, server);
+  await page.click('#camera-start');
+  await page.waitForSelector('#camera:is([data-state="no-camera"], [data-state="busy"])', { timeout: 15_000 });
+  assert.equal(await page.getAttribute('#camera', 'data-state'), 'no-camera', await page.textContent('#camera-status'));
+  assert.match(await page.textContent('#camera-status'), /No camera found/);
+  assert.deepEqual(errors, []);
+}));
 
-test('camera: a denied permission says how to re-allow it; photos, with and without faces, still work', async () => {
-  const server = await serve();
-  const browser = await launch(['--use-fake-device-for-media-stream', '--deny-permission-prompts']);
-  try {
-    const { page, errors } = await openPage(browser, server);
-    await page.click('#camera-start');
-    await page.waitForSelector('#camera[data-state="denied"]', { timeout: 15_000 });
-    assert.match(await page.textContent('#camera-status'), /blocked.*address bar.*Allow.*Start camera again/s);
-    assert.equal(await page.isVisible('#camera-start'), true);
+test('camera: a denied permission says how to re-allow it; photos, with and without faces, still work', () => withBrowser(['--use-fake-device-for-media-stream', '--deny-permission-prompts'], async ({ server, browser }) => {
+  const { page, errors } = await openCameraPage(browser, server);
+  await page.click('#camera-start');
+  await page.waitForSelector('#camera[data-state="denied"]', { timeout: 15_000 });
+  assert.match(await page.textContent('#camera-status'), /blocked.*address bar.*Allow.*Start camera again/s);
+  assert.equal(await page.isVisible('#camera-start'), true);
 
-    const scene = await readScene();
-    await page.setInputFiles('#camera-photo', { name: 'faces.png', mimeType: 'image/png', buffer: png(scene) });
-    await page.waitForSelector(`#camera[data-state="photo"][data-faces="${SCENE_FACES}"]`);
-    const plain = await faceCards(page);
-    assertFaces(plain, SCENE_FACES);
-    assert.equal(await page.isVisible('#camera-photo-canvas'), true);
+  const scene = await readScene();
+  await page.setInputFiles('#camera-photo', { name: 'faces.png', mimeType: 'image/png', buffer: png(scene) });
+  await page.waitForSelector(`#camera[data-state="photo"][data-faces="${SCENE_FACES}"]`);
+  const plain = await faceCards(page);
+  assertFaces(plain, SCENE_FACES);
+  assert.equal(await page.isVisible('#camera-photo-canvas'), true);
 
-    // Test-time augmentation: the photo on show is classified again, each face averaged with
-    // its mirror image; unticking gives back the plain probabilities.
-    await page.check('#camera-mirror-tta');
-    await page.waitForFunction(() => document.querySelector('#camera-stats').textContent.includes('classify (with mirror)'));
-    const mirrored = await faceCards(page);
-    assertFaces(mirrored, SCENE_FACES);
-    assert.notDeepEqual(mirrored.map((c) => c.probs), plain.map((c) => c.probs));
-    await page.uncheck('#camera-mirror-tta');
-    await page.waitForFunction(() => !document.querySelector('#camera-stats').textContent.includes('with mirror'));
-    assert.deepEqual((await faceCards(page)).map((c) => c.probs), plain.map((c) => c.probs));
+  // Test-time augmentation: the photo on show is classified again, each face averaged with
+  // its mirror image; unticking gives back the plain probabilities.
+  await page.check('#camera-mirror-tta');
+  await page.waitForFunction(() => document.querySelector('#camera-stats').textContent.includes('classify (with mirror)'));
+  const mirrored = await faceCards(page);
+  assertFaces(mirrored, SCENE_FACES);
+  assert.notDeepEqual(mirrored.map((c) => c.probs), plain.map((c) => c.probs));
+  await page.uncheck('#camera-mirror-tta');
+  await page.waitForFunction(() => !document.querySelector('#camera-stats').textContent.includes('with mirror'));
+  assert.deepEqual((await faceCards(page)).map((c) => c.probs), plain.map((c) => c.probs));
 
-    const blank = { ...scene, grey: Buffer.alloc(scene.grey.length, 128) };
-    await page.setInputFiles('#camera-photo', { name: 'wall.png', mimeType: 'image/png', buffer: png(blank) });
-    await page.waitForSelector('#camera[data-faces="0"]');
-    assert.equal(await page.isVisible('#camera-no-face'), true);
-    assert.equal((await faceCards(page)).length, 0);
+  const blank = { ...scene, grey: Buffer.alloc(scene.grey.length, 128) };
+  await page.setInputFiles('#camera-photo', { name: 'wall.png', mimeType: 'image/png', buffer: png(blank) });
+  await page.waitForSelector('#camera[data-faces="0"]');
+  assert.equal(await page.isVisible('#camera-no-face'), true);
+  assert.equal((await faceCards(page)).length, 0);
 
-    await page.setInputFiles('#camera-photo', { name: 'notes.png', mimeType: 'image/png', buffer: Buffer.from('not an image') });
-    await page.waitForFunction(() => /Could not read notes\.png as a photo/.test(document.querySelector('#camera-status').textContent));
-    assert.deepEqual(errors, []);
-  } finally {
-    await browser.close();
-    await server.close();
-  }
-});
+  await page.setInputFiles('#camera-photo', { name: 'notes.png', mimeType: 'image/png', buffer: Buffer.from('not an image') });
+  await page.waitForFunction(() => /Could not read notes\.png as a photo/.test(document.querySelector('#camera-status').textContent));
+  assert.deepEqual(errors, []);
+}));

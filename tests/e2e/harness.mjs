@@ -1,6 +1,8 @@
-// Shared by the end-to-end tests: serve www/ on a free loopback port the way ./build.sh
-// does (wasm MIME type, cross-origin isolation), and start Debian's headless Chromium with
-// flags that keep it off the network. Every test collects console errors and fails on them.
+// Shared by the end-to-end tests and benchmarks: serve www/ on a free loopback port the way
+// ./build.sh does (wasm MIME type, cross-origin isolation), start Debian's headless Chromium
+// with flags that keep it off the network (or Firefox ESR through geckodriver), and open the
+// page once the engine is ready. Every test collects console errors and fails on them.
+import { spawn } from 'node:child_process';
 import http from 'node:http';
 import net from 'node:net';
 import fs from 'node:fs/promises';
@@ -51,6 +53,36 @@ export async function launch(extraArgs = []) {
   });
 }
 
+/**
+ * Serves www/, starts Chromium with `extraArgs` and runs `body({ server, browser })`; both are
+ * closed afterwards, whether `body` passes or throws.
+ */
+export async function withBrowser(extraArgs, body) {
+  const server = await serve();
+  try {
+    const browser = await launch(extraArgs);
+    try {
+      return await body({ server, browser });
+    } finally {
+      await browser.close();
+    }
+  } finally {
+    await server.close();
+  }
+}
+
+/**
+ * Opens the page in `target` (a browser, or a context with its own options) and waits until the
+ * engine and the default model are loaded; resolves to { page, errors }, errors filled as it runs.
+ */
+export async function openPage(target, url) {
+  const page = await target.newPage();
+  const errors = collectErrors(page);
+  await page.goto(url);
+  await page.waitForSelector('body[data-ready="true"]', { timeout: 30_000 });
+  return { page, errors };
+}
+
 /** Records console errors and uncaught exceptions of `page` into the returned array. */
 export function collectErrors(page) {
   const errors = [];
@@ -60,12 +92,52 @@ export function collectErrors(page) {
 }
 
 /** A free TCP port on 127.0.0.1 (for a WebDriver server the benchmarks start). */
-export async function freePort() {
+async function freePort() {
   const server = net.createServer();
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address();
   await new Promise((resolve) => server.close(resolve));
   return port;
+}
+
+/**
+ * Headless Firefox (Debian's ESR) with `url` open, driven through geckodriver's W3C WebDriver
+ * endpoints: playwright-core drives only its own patched Firefox builds. Resolves to
+ * { call(method, route, body), session (the route prefix), driverPid, close() }.
+ */
+export async function firefoxSession(url) {
+  const port = await freePort();
+  const geckodriver = spawn(process.env.GECKODRIVER ?? 'geckodriver', ['--port', String(port)], { stdio: 'ignore' });
+  const call = async (method, route, body) => {
+    const response = await fetch(`http://127.0.0.1:${port}${route}`, { method, headers: { 'Content-Type': 'application/json' }, body: body && JSON.stringify(body) });
+    const json = await response.json();
+    if (!response.ok) throw new Error(`WebDriver ${route}: ${json.value?.message ?? response.status}`);
+    return json.value;
+  };
+  try {
+    for (let tries = 0; ; tries++) {
+      try {
+        await call('GET', '/status');
+        break;
+      } catch (error) {
+        if (tries > 50) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+    }
+    const { sessionId } = await call('POST', '/session', {
+      capabilities: { alwaysMatch: { browserName: 'firefox', 'moz:firefoxOptions': { binary: process.env.FIREFOX ?? '/usr/bin/firefox', args: ['-headless'] } } },
+    });
+    const session = `/session/${sessionId}`;
+    const close = async () => {
+      await call('DELETE', session).catch(() => {});
+      geckodriver.kill();
+    };
+    await call('POST', `${session}/url`, { url }).catch(async (error) => { await close(); throw error; });
+    return { call, session, driverPid: geckodriver.pid, close };
+  } catch (error) {
+    geckodriver.kill();
+    throw error;
+  }
 }
 
 /** The value after `--name` on the command line, or `fallback`. */

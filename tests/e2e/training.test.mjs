@@ -12,7 +12,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { fileURLToPath } from 'node:url';
-import { serve, launch, collectErrors } from './harness.mjs';
+import { withBrowser, openPage } from './harness.mjs';
 
 const SCREENSHOTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'screenshots');
 const ROWS = { Training: 280, PublicTest: 56, PrivateTest: 28 };
@@ -60,99 +60,89 @@ async function drop(page, selector, name, bytes) {
   await page.dispatchEvent(selector, 'drop', { dataTransfer });
 }
 
-test('drop FER2013, train seed for an epoch, keep the model across a reload', async () => {
-  const server = await serve();
-  const browser = await launch();
+test('drop FER2013, train seed for an epoch, keep the model across a reload', () => withBrowser([], async ({ server, browser }) => {
   const { csv, badLines } = fer2013Csv();
-  try {
-    const context = await browser.newContext({ viewport: { width: 1200, height: 900 } });
-    const page = await context.newPage();
-    const errors = collectErrors(page);
-    await page.goto(server.url);
-    await page.waitForSelector('body[data-ready="true"]', { timeout: 30_000 });
+  const context = await browser.newContext({ viewport: { width: 1200, height: 900 } });
+  const { page, errors } = await openPage(context, server.url);
 
-    // A file that is not FER2013 at all is refused with a message.
-    await drop(page, '#drop-zone', 'notes.txt', Buffer.from('hello\nworld\n'));
-    await page.waitForSelector('#load-error:not([hidden])');
-    assert.match(await page.textContent('#load-error'), /Could not load "notes\.txt"/);
+  // A file that is not FER2013 at all is refused with a message.
+  await drop(page, '#drop-zone', 'notes.txt', Buffer.from('hello\nworld\n'));
+  await page.waitForSelector('#load-error:not([hidden])');
+  assert.match(await page.textContent('#load-error'), /Could not load "notes\.txt"/);
 
-    // Load: the summary counts each Usage, the bad rows are listed with line and reason.
-    await drop(page, '#drop-zone', 'fer2013.csv.gz', zlib.gzipSync(csv));
-    await page.waitForSelector('#load-summary:not([hidden])', { timeout: 30_000 });
-    assert.equal(await page.isHidden('#load-error'), true);
-    const good = ROWS.Training + ROWS.PublicTest + ROWS.PrivateTest;
-    assert.match(await page.textContent('#load-totals'), new RegExp(`Loaded ${good} faces from fer2013\\.csv\\.gz`));
-    const totals = await page.$$eval('#usage-table tfoot td', (cells) => cells.map((c) => c.textContent));
-    assert.deepEqual(totals, [ROWS.Training, ROWS.PublicTest, ROWS.PrivateTest, good].map(String));
-    assert.equal(await page.$$eval('#usage-table tbody tr', (rows) => rows.length), 7);
-    assert.match(await page.textContent('#bad-rows summary'), /^5 bad rows skipped/);
-    const badRows = await page.$$eval('#bad-row-list li', (items) => items.map((i) => i.textContent));
-    assert.equal(badRows.length, badLines.length);
-    badLines.forEach(({ line, reason }, i) => {
-      assert.match(badRows[i], new RegExp(`^line ${line}: .*${reason}`, 'i'));
-    });
+  // Load: the summary counts each Usage, the bad rows are listed with line and reason.
+  await drop(page, '#drop-zone', 'fer2013.csv.gz', zlib.gzipSync(csv));
+  await page.waitForSelector('#load-summary:not([hidden])', { timeout: 30_000 });
+  assert.equal(await page.isHidden('#load-error'), true);
+  const good = ROWS.Training + ROWS.PublicTest + ROWS.PrivateTest;
+  assert.match(await page.textContent('#load-totals'), new RegExp(`Loaded ${good} faces from fer2013\\.csv\\.gz`));
+  const totals = await page.$$eval('#usage-table tfoot td', (cells) => cells.map((c) => c.textContent));
+  assert.deepEqual(totals, [ROWS.Training, ROWS.PublicTest, ROWS.PrivateTest, good].map(String));
+  assert.equal(await page.$$eval('#usage-table tbody tr', (rows) => rows.length), 7);
+  assert.match(await page.textContent('#bad-rows summary'), /^5 bad rows skipped/);
+  const badRows = await page.$$eval('#bad-row-list li', (items) => items.map((i) => i.textContent));
+  assert.equal(badRows.length, badLines.length);
+  badLines.forEach(({ line, reason }, i) => {
+    assert.match(badRows[i], new RegExp(`^line ${line}: .*${reason}`, 'i'));
+  });
 
-    // Browse: twelve faces of each emotion.
-    await page.waitForFunction(() => document.querySelectorAll('#browse-grid canvas').length === 7 * 12);
+  // Browse: twelve faces of each emotion.
+  await page.waitForFunction(() => document.querySelectorAll('#browse-grid canvas').length === 7 * 12);
 
-    // Train one epoch of the paper's model on every Training face.
-    await page.selectOption('#train-preset', 'seed');
-    assert.equal(await page.inputValue('#train-form [name=limit]'), String(ROWS.Training));
-    await page.fill('#train-form [name=epochs]', '1');
-    await page.click('#train-options details summary'); // "More options"
-    await page.selectOption('#train-form [name=tta]', 'flip');
-    await page.click('#train-start');
-    await page.waitForSelector('#train[data-state="finished"]', { timeout: 30_000 });
-    assert.ok(Number(await page.getAttribute('#loss-chart', 'data-points')) >= 1, 'the loss chart has points');
-    assert.ok(Number(await page.getAttribute('#accuracy-chart', 'data-points')) >= 1, 'the accuracy chart has points');
-    const confusion = await page.$$eval('#confusion tbody tr', (rows) => rows.map((r) => [...r.querySelectorAll('td:not(.class-accuracy)')].map((c) => Number(c.textContent))));
-    assert.equal(confusion.length, 7);
-    assert.equal(confusion.flat().reduce((a, b) => a + b, 0), ROWS.PublicTest, 'every PublicTest face is in the confusion matrix');
-    assert.match(await page.textContent('#confusion-when'), /after epoch 1/);
-    assert.equal(await page.$$eval('#predictions figure.good, #predictions figure.bad', (f) => f.length), 24);
-    assert.match(await page.textContent('#final-result'), new RegExp(`PrivateTest accuracy: [\\d.]+% of ${ROWS.PrivateTest} faces, each with its mirror image`));
-    assert.match(await page.textContent('#train-status'), /^Finished: 1 epoch/);
+  // Train one epoch of the paper's model on every Training face.
+  await page.selectOption('#train-preset', 'seed');
+  assert.equal(await page.inputValue('#train-form [name=limit]'), String(ROWS.Training));
+  await page.fill('#train-form [name=epochs]', '1');
+  await page.click('#train-options details summary'); // "More options"
+  await page.selectOption('#train-form [name=tta]', 'flip');
+  await page.click('#train-start');
+  await page.waitForSelector('#train[data-state="finished"]', { timeout: 30_000 });
+  assert.ok(Number(await page.getAttribute('#loss-chart', 'data-points')) >= 1, 'the loss chart has points');
+  assert.ok(Number(await page.getAttribute('#accuracy-chart', 'data-points')) >= 1, 'the accuracy chart has points');
+  const confusion = await page.$$eval('#confusion tbody tr', (rows) => rows.map((r) => [...r.querySelectorAll('td:not(.class-accuracy)')].map((c) => Number(c.textContent))));
+  assert.equal(confusion.length, 7);
+  assert.equal(confusion.flat().reduce((a, b) => a + b, 0), ROWS.PublicTest, 'every PublicTest face is in the confusion matrix');
+  assert.match(await page.textContent('#confusion-when'), /after epoch 1/);
+  assert.equal(await page.$$eval('#predictions figure.good, #predictions figure.bad', (f) => f.length), 24);
+  assert.match(await page.textContent('#final-result'), new RegExp(`PrivateTest accuracy: [\\d.]+% of ${ROWS.PrivateTest} faces, each with its mirror image`));
+  assert.match(await page.textContent('#train-status'), /^Finished: 1 epoch/);
 
-    // Look inside: the seed model's 8 first-layer filters and one face's activations.
-    await page.waitForFunction(() => document.querySelectorAll('#filters canvas').length === 8);
-    assert.ok(await page.$$eval('#activations li', (items) => items.length) >= 5);
-    assert.equal(await page.$$eval('#activations .probabilities li', (items) => items.length), 7);
+  // Look inside: the seed model's 8 first-layer filters and one face's activations.
+  await page.waitForFunction(() => document.querySelectorAll('#filters canvas').length === 8);
+  assert.ok(await page.$$eval('#activations li', (items) => items.length) >= 5);
+  assert.equal(await page.$$eval('#activations .probabilities li', (items) => items.length), 7);
 
-    // The trained model is in use and kept.
-    assert.equal(await page.inputValue('#model-select'), 'trained');
-    assert.match(await page.textContent('#keep-status'), /kept in this browser/);
-    if (process.env.UPDATE_SCREENSHOTS) await screenshots(page);
+  // The trained model is in use and kept.
+  assert.equal(await page.inputValue('#model-select'), 'trained');
+  assert.match(await page.textContent('#keep-status'), /kept in this browser/);
+  if (process.env.UPDATE_SCREENSHOTS) await screenshots(page);
 
-    // Download: a safetensors file whose metadata holds the training options and results.
-    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#model-download')]);
-    assert.match(download.suggestedFilename(), /^fer-seed-trained\.safetensors$/);
-    const bytes = await fs.readFile(await download.path());
-    const headerLength = Number(bytes.readBigUInt64LE(0));
-    const metadata = JSON.parse(bytes.subarray(8, 8 + headerLength).toString()).__metadata__;
-    assert.equal(JSON.parse(metadata.training).epochs, 1);
-    assert.equal(metadata.train_rows, String(ROWS.Training));
-    assert.match(metadata.publictest_accuracy, /^0\.\d{4}$|^1\.0000$/);
+  // Download: a safetensors file whose metadata holds the training options and results.
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#model-download')]);
+  assert.match(download.suggestedFilename(), /^fer-seed-trained\.safetensors$/);
+  const bytes = await fs.readFile(await download.path());
+  const headerLength = Number(bytes.readBigUInt64LE(0));
+  const metadata = JSON.parse(bytes.subarray(8, 8 + headerLength).toString()).__metadata__;
+  assert.equal(JSON.parse(metadata.training).epochs, 1);
+  assert.equal(metadata.train_rows, String(ROWS.Training));
+  assert.match(metadata.publictest_accuracy, /^0\.\d{4}$|^1\.0000$/);
 
-    // A truncated model file is refused and the trained model stays in use.
-    await page.setInputFiles('#model-file', { name: 'broken.safetensors', mimeType: 'application/octet-stream', buffer: bytes.subarray(0, bytes.length >> 1) });
-    await page.waitForSelector('#keep-error:not([hidden])');
-    assert.match(await page.textContent('#keep-error'), /"broken\.safetensors" is not a model this page can load: .+ Still using "Trained here: seed/);
-    assert.equal(await page.inputValue('#model-select'), 'trained');
+  // A truncated model file is refused and the trained model stays in use.
+  await page.setInputFiles('#model-file', { name: 'broken.safetensors', mimeType: 'application/octet-stream', buffer: bytes.subarray(0, bytes.length >> 1) });
+  await page.waitForSelector('#keep-error:not([hidden])');
+  assert.match(await page.textContent('#keep-error'), /"broken\.safetensors" is not a model this page can load: .+ Still using "Trained here: seed/);
+  assert.equal(await page.inputValue('#model-select'), 'trained');
 
-    // Reload: the trained model comes back from IndexedDB, still the one in use.
-    await page.reload();
-    await page.waitForSelector('body[data-ready="true"]', { timeout: 30_000 });
-    assert.equal(await page.getAttribute('#keep-status', 'data-restored'), 'true');
-    assert.equal(await page.inputValue('#model-select'), 'trained');
-    assert.match(await page.textContent('#model-select option[value=trained]'), /^Trained here: seed, 280 faces, 1 epoch$/);
-    assert.match(await page.textContent('#model-info'), /PublicTest \d+\.\d%/);
+  // Reload: the trained model comes back from IndexedDB, still the one in use.
+  await page.reload();
+  await page.waitForSelector('body[data-ready="true"]', { timeout: 30_000 });
+  assert.equal(await page.getAttribute('#keep-status', 'data-restored'), 'true');
+  assert.equal(await page.inputValue('#model-select'), 'trained');
+  assert.match(await page.textContent('#model-select option[value=trained]'), /^Trained here: seed, 280 faces, 1 epoch$/);
+  assert.match(await page.textContent('#model-info'), /PublicTest \d+\.\d%/);
 
-    assert.deepEqual(errors, []);
-  } finally {
-    await browser.close();
-    await server.close();
-  }
-});
+  assert.deepEqual(errors, []);
+}));
 
 /** The README's pictures: the training half of the page on a laptop and on a phone. */
 async function screenshots(page) {
@@ -166,38 +156,28 @@ async function screenshots(page) {
   await page.setViewportSize({ width: 1200, height: 900 });
 }
 
-test('pause, resume and stop a training run; the model trained so far is kept', async () => {
-  const server = await serve();
-  const browser = await launch();
-  try {
-    const page = await browser.newPage();
-    const errors = collectErrors(page);
-    await page.goto(server.url);
-    await page.waitForSelector('body[data-ready="true"]', { timeout: 30_000 });
-    await drop(page, '#drop-zone', 'fer2013.csv', Buffer.from(fer2013Csv().csv));
-    await page.waitForSelector('#load-summary:not([hidden])', { timeout: 30_000 });
+test('pause, resume and stop a training run; the model trained so far is kept', () => withBrowser([], async ({ server, browser }) => {
+  const { page, errors } = await openPage(browser, server.url);
+  await drop(page, '#drop-zone', 'fer2013.csv', Buffer.from(fer2013Csv().csv));
+  await page.waitForSelector('#load-summary:not([hidden])', { timeout: 30_000 });
 
-    await page.selectOption('#train-preset', 'mlp');
-    await page.fill('#train-form [name=epochs]', '1000');
-    await page.click('#train-start');
-    await page.waitForFunction(() => Number(document.querySelector('#train').dataset.epoch) > 0.5);
-    await page.click('#train-pause');
-    await page.waitForSelector('#train[data-state="paused"]');
-    const pausedAt = await page.getAttribute('#train', 'data-epoch');
-    await page.waitForTimeout(500);
-    assert.equal(await page.getAttribute('#train', 'data-epoch'), pausedAt, 'no training while paused');
-    assert.equal(await page.textContent('#train-pause'), 'Resume');
+  await page.selectOption('#train-preset', 'mlp');
+  await page.fill('#train-form [name=epochs]', '1000');
+  await page.click('#train-start');
+  await page.waitForFunction(() => Number(document.querySelector('#train').dataset.epoch) > 0.5);
+  await page.click('#train-pause');
+  await page.waitForSelector('#train[data-state="paused"]');
+  const pausedAt = await page.getAttribute('#train', 'data-epoch');
+  await page.waitForTimeout(500);
+  assert.equal(await page.getAttribute('#train', 'data-epoch'), pausedAt, 'no training while paused');
+  assert.equal(await page.textContent('#train-pause'), 'Resume');
 
-    await page.click('#train-pause');
-    await page.waitForFunction((before) => document.querySelector('#train').dataset.epoch !== before, pausedAt);
-    await page.click('#train-stop');
-    await page.waitForSelector('#train[data-state="finished"]', { timeout: 30_000 });
-    assert.match(await page.textContent('#train-status'), /^Stopped: [\d.]+ epochs in/);
-    assert.equal(await page.inputValue('#model-select'), 'trained');
-    assert.match(await page.textContent('#model-info'), /^mlp ·/);
-    assert.deepEqual(errors, []);
-  } finally {
-    await browser.close();
-    await server.close();
-  }
-});
+  await page.click('#train-pause');
+  await page.waitForFunction((before) => document.querySelector('#train').dataset.epoch !== before, pausedAt);
+  await page.click('#train-stop');
+  await page.waitForSelector('#train[data-state="finished"]', { timeout: 30_000 });
+  assert.match(await page.textContent('#train-status'), /^Stopped: [\d.]+ epochs in/);
+  assert.equal(await page.inputValue('#model-select'), 'trained');
+  assert.match(await page.textContent('#model-info'), /^mlp ·/);
+  assert.deepEqual(errors, []);
+}));
