@@ -4,7 +4,8 @@
 #   ./build.sh test       install what is missing, run every test: formatting, native (cargo test),
 #                         in Firefox (wasm-pack test --headless --firefox), and end-to-end
 #                         page tests in headless Chromium
-#   ./build.sh wasm       build the wasm package into www/pkg (and the page's npm assets)
+#   ./build.sh wasm       build the wasm packages into www/pkg and www/pkg-threads (and the
+#                         page's npm assets)
 #   ./build.sh setup      install the tools only
 #   ./build.sh bench      print speed figures (native and in-browser)
 # Each install step is skipped when the tool is already there at the right version.
@@ -55,6 +56,11 @@ wasm_bindgen_version() {
 setup() {
     rustup target list --installed | grep -q '^wasm32-unknown-unknown$' || rustup target add wasm32-unknown-unknown
     rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+    # The multi-threaded wasm rebuilds std with atomics: nightly's -Z build-std and rust-src.
+    rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+    rustup component list --toolchain nightly --installed | grep -q '^rust-src' || rustup component add rust-src --toolchain nightly
+    rustup target list --toolchain nightly --installed | grep -q '^wasm32-unknown-unknown$' ||
+        rustup target add wasm32-unknown-unknown --toolchain nightly
     ensure_apt_packages firefox-esr binaryen chromium
     [ -f Cargo.lock ] || cargo generate-lockfile
     ensure_cargo_tool wasm-bindgen wasm-bindgen-cli "$(wasm_bindgen_version)"
@@ -74,9 +80,22 @@ ensure_npm_packages() {
     done
 }
 
+# The training worker's multi-threaded build (rayon over Web Workers, see Cargo.toml's `threads`):
+# shared memory needs atomics in every crate, std included, and these linker flags (as in
+# wasm-bindgen's parallel raytracing example); up to 2 GiB of memory, for the whole data set.
+# RUSTFLAGS replaces .cargo/config.toml's flags, so simd128 is repeated here.
+THREADS_RUSTFLAGS="-C target-feature=+simd128,+atomics,+bulk-memory,+mutable-globals \
+-C link-arg=--shared-memory -C link-arg=--import-memory -C link-arg=--max-memory=2147483648 \
+-C link-arg=--export=__wasm_init_tls -C link-arg=--export=__tls_size -C link-arg=--export=__tls_align \
+-C link-arg=--export=__tls_base"
+
 build_wasm() {
     log "building the wasm package into www/pkg"
     wasm-pack build --release --target web --out-dir www/pkg --no-typescript --no-pack >&2
+    log "building the multi-threaded wasm package into www/pkg-threads (nightly)"
+    RUSTUP_TOOLCHAIN=nightly CARGO_TARGET_DIR=target/threads RUSTFLAGS="$THREADS_RUSTFLAGS" \
+        wasm-pack build --release --target web --out-dir www/pkg-threads --no-typescript --no-pack \
+        -- --features threads -Z build-std=panic_abort,std >&2
     mkdir -p www/vendor
     cp www/node_modules/uplot/dist/uPlot.esm.js www/node_modules/uplot/dist/uPlot.min.css www/vendor/
     # The camera's face detector: face-api.js's TinyFaceDetector weights (MIT), run by our Rust.

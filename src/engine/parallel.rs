@@ -1,4 +1,5 @@
-//! Data parallelism over the samples of a batch: rayon natively, one thread in wasm.
+//! Data parallelism over the samples of a batch: rayon natively and in wasm built with the
+//! `threads` feature (Web Workers), one thread in plain wasm.
 //!
 //! Work is split into chunks of a fixed number of samples, never "one chunk per thread", and
 //! per-chunk results are combined in chunk order: the sums, and so the whole training run, are
@@ -23,12 +24,12 @@ where
         let count = chunk.len().checked_div(item_len).unwrap_or(0);
         f(first..first + count, chunk)
     };
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
     {
         use rayon::prelude::*;
         out.par_chunks_mut(chunk_len).enumerate().map(run).collect()
     }
-    #[cfg(target_arch = "wasm32")]
+    #[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
     {
         out.chunks_mut(chunk_len).enumerate().map(run).collect()
     }
@@ -42,12 +43,12 @@ where
 {
     let chunks = n.div_ceil(SAMPLES_PER_CHUNK);
     let range = |c: usize| c * SAMPLES_PER_CHUNK..((c + 1) * SAMPLES_PER_CHUNK).min(n);
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
     {
         use rayon::prelude::*;
         (0..chunks).into_par_iter().map(|c| f(range(c))).collect()
     }
-    #[cfg(target_arch = "wasm32")]
+    #[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
     {
         (0..chunks).map(|c| f(range(c))).collect()
     }

@@ -22,6 +22,11 @@ mod training;
 pub use camera::{camera_layout, Camera};
 pub use training::Training;
 
+/// `initThreadPool(n)` in the `threads` build: starts n Web Workers for rayon. Call it once, in
+/// a worker (the page's main thread may not block), before anything trains or evaluates.
+#[cfg(feature = "threads")]
+pub use wasm_bindgen_rayon::init_thread_pool;
+
 #[wasm_bindgen(start)]
 pub fn start() {
     console_error_panic_hook::set_once();

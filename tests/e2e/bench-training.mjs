@@ -2,13 +2,15 @@
 // a test: run by hand, it needs ../shared and several minutes):
 //
 //   node tests/e2e/bench-training.mjs [--browser chromium|firefox|both] [--csv FILE]
-//        [--seed-epochs 30] [--limit 6000] [--deep-seconds 120]
+//        [--seed-epochs 30] [--limit 6000] [--deep-seconds 120] [--threads on|off]
 //
 // For each browser: drop the CSV on the page (file picker), read the load time the page reports
 // and the peak resident memory of the browser's processes while loading; train `seed` on the
 // first --limit Training rows with the CLI's settings (Adam 1e-3, batch 64, seed 1) and read the
 // PublicTest accuracy and images/s; train `deep` with its suggested settings for --deep-seconds,
 // read its images/s, stop. In Chromium it also counts main-thread tasks over 50 ms while training.
+// The page is served cross-origin isolated, so training uses every core (the multi-threaded
+// build); `--threads off` serves it without isolation, as a plain static host would: one thread.
 // Chromium is driven by playwright-core, Firefox ESR by geckodriver's WebDriver HTTP API
 // (playwright cannot drive Firefox ESR). Memory comes from /proc (Linux only).
 import fs from 'node:fs/promises';
@@ -25,6 +27,7 @@ function options() {
     seedEpochs: Number(option('seed-epochs', 30)),
     limit: Number(option('limit', 6000)),
     deepSeconds: Number(option('deep-seconds', 120)),
+    isolated: option('threads', 'on') !== 'off',
   };
 }
 
@@ -85,7 +88,7 @@ const READ_STATE = `(() => {
     loadError: document.querySelector('#load-error').hidden ? null : document.querySelector('#load-error').textContent,
     trainError: document.querySelector('#train-error').hidden ? null : document.querySelector('#train-error').textContent,
     loadSeconds: Number(totals.dataset.seconds), faces: Number(totals.dataset.faces), wasmMemoryBytes: Number(totals.dataset.wasmMemoryBytes),
-    trainState: train.dataset.state, epoch: Number(train.dataset.epoch ?? 0),
+    trainState: train.dataset.state, epoch: Number(train.dataset.epoch ?? 0), threads: Number(train.dataset.threads ?? 0),
     imagesPerSecond: Number(train.dataset.imagesPerSecond ?? 0),
     averageImagesPerSecond: Number(train.dataset.averageImagesPerSecond ?? 0),
     publicTestAccuracy: Number(train.dataset.publictestAccuracy ?? NaN),
@@ -183,6 +186,7 @@ async function bench(browserName, url, opts) {
     }));
     const seed = await waitFor(read, (s) => s.trainState === 'finished', { timeoutMs: 3_600_000, what: 'seed training' });
     Object.assign(figures, {
+      threads: seed.threads,
       seedPublicTestAccuracy: seed.publicTestAccuracy,
       seedImagesPerSecond: seed.averageImagesPerSecond,
       seedLongTasksOver50ms: seed.longTasks,
@@ -208,7 +212,7 @@ async function bench(browserName, url, opts) {
 
 const opts = options();
 await fs.access(opts.csv).catch(() => { throw new Error(`${opts.csv} is missing: pass --csv FILE (fer2013.csv or .csv.gz)`); });
-const server = await serve();
+const server = await serve(undefined, { isolated: opts.isolated });
 try {
   for (const browserName of opts.browsers) {
     console.log(JSON.stringify(await bench(browserName, server.url, opts), null, 2));

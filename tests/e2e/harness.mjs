@@ -18,18 +18,22 @@ const TYPES = {
   '.svg': 'image/svg+xml', '.safetensors': 'application/octet-stream', '.bin': 'application/octet-stream',
 };
 
-/** Serves `root` on 127.0.0.1 at a free port; resolves to { url, close }. */
-export async function serve(root = WWW) {
+/**
+ * Serves `root` on 127.0.0.1 at a free port; resolves to { url, close }. `isolated: false` leaves
+ * out the cross-origin isolation headers, as a plain static host would (no SharedArrayBuffer, so
+ * no wasm threads).
+ */
+export async function serve(root = WWW, { isolated = true } = {}) {
   const server = http.createServer(async (request, response) => {
     const urlPath = decodeURIComponent(new URL(request.url, 'http://x').pathname);
     const file = path.join(root, urlPath.endsWith('/') ? `${urlPath}index.html` : urlPath);
     if (!file.startsWith(root)) return response.writeHead(403).end();
     try {
       const body = await fs.readFile(file);
+      const isolation = isolated ? { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' } : {};
       response.writeHead(200, {
         'Content-Type': TYPES[path.extname(file)] ?? 'application/octet-stream',
-        'Cross-Origin-Opener-Policy': 'same-origin',
-        'Cross-Origin-Embedder-Policy': 'require-corp',
+        ...isolation,
         'Cache-Control': 'no-cache',
       });
       response.end(body);
@@ -54,11 +58,11 @@ export async function launch(extraArgs = []) {
 }
 
 /**
- * Serves www/, starts Chromium with `extraArgs` and runs `body({ server, browser })`; both are
- * closed afterwards, whether `body` passes or throws.
+ * Serves www/ (with `serveOptions`, see `serve`), starts Chromium with `extraArgs` and runs
+ * `body({ server, browser })`; both are closed afterwards, whether `body` passes or throws.
  */
-export async function withBrowser(extraArgs, body) {
-  const server = await serve();
+export async function withBrowser(extraArgs, body, serveOptions = {}) {
+  const server = await serve(WWW, serveOptions);
   try {
     const browser = await launch(extraArgs);
     try {

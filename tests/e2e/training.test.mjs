@@ -181,3 +181,32 @@ test('pause, resume and stop a training run; the model trained so far is kept', 
   assert.match(await page.textContent('#model-info'), /^mlp ·/);
   assert.deepEqual(errors, []);
 }));
+
+/** Trains `seed` for two epochs on the generated file; resolves to the page's thread count and the model's tensor bytes. */
+async function trainSeed(serveOptions) {
+  return withBrowser([], async ({ server, browser }) => {
+    const { page, errors } = await openPage(browser, server.url);
+    await drop(page, '#drop-zone', 'fer2013.csv', Buffer.from(fer2013Csv().csv));
+    await page.waitForSelector('#load-summary:not([hidden])', { timeout: 30_000 });
+    await page.selectOption('#train-preset', 'seed');
+    await page.fill('#train-form [name=epochs]', '2');
+    await page.click('#train-start');
+    await page.waitForSelector('#train[data-state="finished"]', { timeout: 60_000 });
+    const threads = Number(await page.getAttribute('#train', 'data-threads'));
+    const cores = await page.evaluate(() => navigator.hardwareConcurrency);
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#model-download')]);
+    const bytes = await fs.readFile(await download.path());
+    assert.deepEqual(errors, []);
+    // The tensors follow the JSON header; the header's metadata holds timings, which differ.
+    return { threads, cores, tensors: bytes.subarray(8 + Number(bytes.readBigUInt64LE(0))) };
+  }, serveOptions);
+}
+
+test('training on every core (cross-origin isolated page) gives the very same model as on one thread', async () => {
+  const threaded = await trainSeed({ isolated: true });
+  const single = await trainSeed({ isolated: false });
+  assert.equal(threaded.threads, threaded.cores, 'one pool thread per logical core');
+  assert.equal(single.threads, 1, 'no SharedArrayBuffer without isolation: one thread');
+  assert.ok(threaded.tensors.length > 20_000, `${threaded.tensors.length} bytes of weights`);
+  assert.ok(threaded.tensors.equals(single.tensors), 'the same weights to the bit');
+});

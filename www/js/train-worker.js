@@ -7,7 +7,11 @@
 // train-progress, train-status, epoch, paused, resumed, train-finished, inside, error.
 // Training runs in slices of a few steps, yielding to the event loop between them so that
 // pause, stop and inspect messages are handled within a slice.
-import init, * as fer from '../pkg/fer_cnn.js';
+//
+// Threads: where the page is cross-origin isolated (the COOP/COEP headers ./build.sh's server
+// sends) the worker loads the multi-threaded build (www/pkg-threads), whose rayon pool of Web
+// Workers shares this instance's memory and splits each batch; elsewhere SharedArrayBuffer is
+// unavailable and the single-threaded build (www/pkg) trains alone. Both give the same numbers.
 
 // Target duration of one `trainSteps` call: progress about five times a second, and pause
 // or stop obeyed within a fifth of a second (or one batch, when a batch takes longer).
@@ -20,13 +24,34 @@ const GZIP_MAGIC = [0x1f, 0x8b];
 const post = (message, transfer = []) => self.postMessage(message, transfer);
 const messageOf = (error) => error?.message ?? String(error);
 
-let wasm = null;
+let fer = null; // the wasm module's exports (either build)
+let wasm = null; // its instance exports (memory)
+let threads = 1;
 let data = null; // FaceDataset
 let rowsByClass = []; // dataset rows of each emotion, for browsing
 let run = null; // the training run in progress
 const inspected = { row: null, model: null, label: '' }; // what "Look inside" shows when not training
 
-const ready = init().then((exports) => { wasm = exports; });
+/** Loads the multi-threaded build with one pool thread per logical core, or the plain build. */
+async function loadEngine() {
+  if (self.crossOriginIsolated && typeof SharedArrayBuffer === 'function') {
+    try {
+      const threaded = await import('../pkg-threads/fer_cnn.js');
+      wasm = await threaded.default();
+      const cores = Math.max(1, navigator.hardwareConcurrency || 1);
+      await threaded.initThreadPool(cores);
+      [fer, threads] = [threaded, cores];
+      return;
+    } catch (error) {
+      console.warn(`Training on one thread: the multi-threaded engine did not start (${messageOf(error)}).`);
+    }
+  }
+  fer = await import('../pkg/fer_cnn.js');
+  wasm = await fer.default();
+  threads = 1;
+}
+
+const ready = loadEngine();
 
 self.onmessage = async ({ data: message }) => {
   await ready;
@@ -268,7 +293,7 @@ async function trainLoop(run, preset, config, limit, tta) {
   const preview = previewRows();
   const previewFaces = facesOf(preview);
   post({
-    type: 'train-started', preset, epochs: config.epochs, trainRows,
+    type: 'train-started', preset, epochs: config.epochs, trainRows, threads,
     preview: { rows: Array.from(preview), labels: Array.from(preview, (row) => data.label(row)), faces: previewFaces },
   }, [previewFaces.buffer]);
 

@@ -344,10 +344,12 @@ function trainSection(page) {
     'train-started'(message) {
       run = message;
       for (const figure of ['epoch', 'imagesPerSecond', 'averageImagesPerSecond', 'publictestAccuracy']) delete section.dataset[figure];
+      section.dataset.threads = message.threads;
       $('#learn').hidden = false;
       $('#train-progress').hidden = false;
       $('#train-bar').value = 0;
-      $('#train-status').textContent = `Training ${message.preset} on ${count(message.trainRows)} faces…`;
+      const threads = message.threads === 1 ? 'one thread' : `${message.threads} threads`;
+      $('#train-status').textContent = `Training ${message.preset} on ${count(message.trainRows)} faces with ${threads}…`;
       stats.textContent = '';
       lossChart.reset(message.epochs);
       accuracyChart.reset(message.epochs);
