@@ -156,14 +156,18 @@ async function screenshots(page) {
   await page.setViewportSize({ width: 1200, height: 900 });
 }
 
-test('pause, resume and stop a training run; the model trained so far is kept', () => withBrowser([], async ({ server, browser }) => {
-  const { page, errors } = await openPage(browser, server.url);
+/** Drops the generated file on the page and starts training `preset` for `epochs`, other options as they are. */
+async function loadAndTrain(page, preset, epochs) {
   await drop(page, '#drop-zone', 'fer2013.csv', Buffer.from(fer2013Csv().csv));
   await page.waitForSelector('#load-summary:not([hidden])', { timeout: 30_000 });
-
-  await page.selectOption('#train-preset', 'mlp');
-  await page.fill('#train-form [name=epochs]', '1000');
+  await page.selectOption('#train-preset', preset);
+  await page.fill('#train-form [name=epochs]', String(epochs));
   await page.click('#train-start');
+}
+
+test('pause, resume and stop a training run; the model trained so far is kept', () => withBrowser([], async ({ server, browser }) => {
+  const { page, errors } = await openPage(browser, server.url);
+  await loadAndTrain(page, 'mlp', 1000);
   await page.waitForFunction(() => Number(document.querySelector('#train').dataset.epoch) > 0.5);
   await page.click('#train-pause');
   await page.waitForSelector('#train[data-state="paused"]');
@@ -186,11 +190,7 @@ test('pause, resume and stop a training run; the model trained so far is kept', 
 async function trainSeed(serveOptions) {
   return withBrowser([], async ({ server, browser }) => {
     const { page, errors } = await openPage(browser, server.url);
-    await drop(page, '#drop-zone', 'fer2013.csv', Buffer.from(fer2013Csv().csv));
-    await page.waitForSelector('#load-summary:not([hidden])', { timeout: 30_000 });
-    await page.selectOption('#train-preset', 'seed');
-    await page.fill('#train-form [name=epochs]', '2');
-    await page.click('#train-start');
+    await loadAndTrain(page, 'seed', 2);
     await page.waitForSelector('#train[data-state="finished"]', { timeout: 60_000 });
     const threads = Number(await page.getAttribute('#train', 'data-threads'));
     const cores = await page.evaluate(() => navigator.hardwareConcurrency);
