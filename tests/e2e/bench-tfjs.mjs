@@ -121,7 +121,7 @@ try {
   console.log(`Every row: ${opts.rows} synthetic 48x48 faces, batch 64, Adam 1e-3, no augmentation; ${opts.seconds} s of steps timed after >= ${WARMUP_SECONDS} s of warm-up.`);
   console.log(`Load average (1 min) before / after: ${loadBefore.toFixed(2)} / ${os.loadavg()[0].toFixed(2)} on ${os.cpus().length} CPUs; rows run one after another,`);
   console.log('  so other load shifts them: ours runs first and last, and "ours ÷ this" uses the mean of the two.');
-  console.log('Ours is single-threaded in wasm; "threads" for TF.js wasm is what tf.wasm.getThreadsCount() reported.');
+  console.log('Ours is the single-threaded build here (the page trains on every core: bench-training.mjs); "threads" for TF.js wasm is what tf.wasm.getThreadsCount() reported.');
   if (!rows.some((r) => r.threads > 1)) console.log('TF.js wasm ran on one thread by default, so its setThreadsCount(1) rows would repeat those rows: not run.');
   for (const probe of [wasmProbe, cpuProbe]) {
     const missing = probe.gradients.filter((g) => !g.ok);
