@@ -24,13 +24,13 @@ const TYPES = {
  * no wasm threads).
  */
 export async function serve(root = WWW, { isolated = true } = {}) {
+  const isolation = isolated ? { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' } : {};
   const server = http.createServer(async (request, response) => {
     const urlPath = decodeURIComponent(new URL(request.url, 'http://x').pathname);
     const file = path.join(root, urlPath.endsWith('/') ? `${urlPath}index.html` : urlPath);
     if (!file.startsWith(root)) return response.writeHead(403).end();
     try {
       const body = await fs.readFile(file);
-      const isolation = isolated ? { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' } : {};
       response.writeHead(200, {
         'Content-Type': TYPES[path.extname(file)] ?? 'application/octet-stream',
         ...isolation,
