@@ -1,5 +1,6 @@
 //! Training end to end on small synthetic data: the loss goes down and the set is fitted;
-//! checkpoints resume exactly; the optimisers and schedules behave as specified.
+//! checkpoints resume exactly; the optimisers and schedules behave as specified; batch-norm
+//! statistics are recalibrated as specified.
 
 #![cfg(not(target_arch = "wasm32"))]
 
@@ -7,10 +8,11 @@ mod common;
 
 use fer_cnn::data::input::{augment_face, face_to_input, AugmentConfig, Warp};
 use fer_cnn::data::{FACE_PIXELS, FACE_SIDE};
-use fer_cnn::engine::{LrSchedule, ModelSpec, Network, OptimizerKind, Rng};
+use fer_cnn::engine::{LayerSpec, LrSchedule, Mode, ModelSpec, Network, OptimizerKind, Rng, Tensor};
 use fer_cnn::models::preset;
-use fer_cnn::train::{evaluate, Schedule, TrainConfig, Trainer, Tta};
-use rand::SeedableRng;
+use fer_cnn::train::{evaluate, Schedule, TrainConfig, Trainer, Tta, RECALIBRATION_FACES};
+use ndarray::{Axis, IxDyn};
+use rand::{Rng as _, SeedableRng};
 
 fn synthetic(per_class: usize) -> fer_cnn::data::Dataset {
     common::parse_in_chunks(common::synthetic_csv(per_class, &["Training"], 77).as_bytes(), 1 << 16).dataset
@@ -153,4 +155,91 @@ fn augmentation_without_changes_is_the_identity_and_flip_mirrors() {
     // A whole-pixel shift moves the picture: output (x, y) reads source (x − 3, y).
     Warp { shift_x: 3.0, ..Warp::IDENTITY }.apply(&face, &mut out);
     assert_eq!(out[10 * FACE_SIDE + 20], plain[10 * FACE_SIDE + 17]);
+}
+
+/// A network that is one batch-norm layer over 2 channels of 2x2 pixels, then a dense layer.
+fn batch_norm_network() -> Network {
+    let spec = ModelSpec {
+        name: "batch-norm".into(),
+        input: [2, 2, 2],
+        layers: vec![LayerSpec::BatchNorm, LayerSpec::Flatten, LayerSpec::Dense { units: 3 }],
+        classes: 3,
+    };
+    Network::new(spec, 1).unwrap()
+}
+
+#[test]
+fn recalibration_makes_running_statistics_the_mean_over_batches() {
+    let mut rng = Rng::seed_from_u64(4);
+    let batches: Vec<Tensor> =
+        [3, 5, 4].iter().map(|&n| Tensor::from_shape_simple_fn(IxDyn(&[n, 2, 2, 2]), || rng.random_range(-1.0f32..3.0))).collect();
+    // Known answer: per channel, the mean over batches of each batch's mean and of its
+    // unbiased variance (over samples and pixels).
+    let mut expected_mean = [0.0f64; 2];
+    let mut expected_var = [0.0f64; 2];
+    for batch in &batches {
+        for (ch, (mean, var)) in expected_mean.iter_mut().zip(&mut expected_var).enumerate() {
+            let values: Vec<f64> = batch.index_axis(Axis(1), ch).iter().map(|&v| v as f64).collect();
+            let m = values.iter().sum::<f64>() / values.len() as f64;
+            let v = values.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (values.len() - 1) as f64;
+            *mean += m / batches.len() as f64;
+            *var += v / batches.len() as f64;
+        }
+    }
+    let mut network = batch_norm_network();
+    // Training first, so the old running statistics are something else entirely.
+    network.forward(batches[0].mapv(|v| v * 10.0 + 5.0), &mut Mode::Train(&mut rng));
+    network.recalibrate_batch_norm(batches.clone());
+    let running = |name: &str| network.tensor(&format!("layers.0.{name}")).unwrap().iter().map(|&v| v as f64).collect::<Vec<_>>();
+    for ch in 0..2 {
+        assert!((running("running_mean")[ch] - expected_mean[ch]).abs() < 1e-5, "mean {:?} vs {expected_mean:?}", running("running_mean"));
+        assert!((running("running_var")[ch] - expected_var[ch]).abs() < 1e-5, "var {:?} vs {expected_var:?}", running("running_var"));
+    }
+}
+
+#[test]
+fn recalibrated_evaluation_matches_training_mode_on_the_same_faces() {
+    let mut rng = Rng::seed_from_u64(5);
+    let batch = Tensor::from_shape_simple_fn(IxDyn(&[400, 2, 2, 2]), || rng.random_range(2.0f32..6.0));
+    let mut network = batch_norm_network();
+    let train_mode = network.forward(batch.clone(), &mut Mode::Train(&mut rng));
+    network.recalibrate_batch_norm([batch.clone()]);
+    let eval_mode = network.forward(batch, &mut Mode::Eval);
+    // Equal but for the running variance being the unbiased one (a factor 1600/1599).
+    let worst = (&train_mode - &eval_mode).iter().fold(0.0f32, |m, d| m.max(d.abs()));
+    assert!(worst < 2e-3, "largest difference {worst}");
+}
+
+#[test]
+fn trainer_recalibrates_batch_norm_models_only_and_deterministically() {
+    let data = synthetic(4);
+    let rows: Vec<usize> = (0..data.len()).collect();
+    let config = TrainConfig { epochs: 1, batch_size: 14, augment: Some(AugmentConfig::default()), ..TrainConfig::default() };
+    let trained = |preset_name: &str| {
+        let mut trainer =
+            Trainer::new(Network::new(preset(preset_name).unwrap(), 2).unwrap(), config.clone(), &data, rows.clone()).unwrap();
+        trainer.train_epoch(&data, |_| {});
+        trainer
+    };
+    let tensors =
+        |trainer: &Trainer| -> Vec<Vec<f32>> { trainer.network.named_tensors().iter().map(|(_, t)| t.iter().copied().collect()).collect() };
+
+    let mut seed = trained("seed");
+    assert_eq!(seed.recalibration_faces(), 0, "the paper's CNN has no batch-norm");
+    let before = tensors(&seed);
+    seed.recalibrate_batch_norm(&data);
+    assert_eq!(tensors(&seed), before);
+
+    let (mut a, mut b) = (trained("deep"), trained("deep"));
+    assert_eq!(a.recalibration_faces(), rows.len().min(RECALIBRATION_FACES));
+    let before = tensors(&a);
+    a.recalibrate_batch_norm(&data);
+    b.recalibrate_batch_norm(&data);
+    assert_eq!(tensors(&a), tensors(&b));
+    let changed = |name: &str| {
+        let at = a.network.named_tensors().iter().position(|(n, _)| n == name).unwrap();
+        tensors(&a)[at] != before[at]
+    };
+    assert!(changed("layers.1.running_mean") && changed("layers.1.running_var"));
+    assert!(!changed("layers.0.weight") && !changed("layers.1.gamma"), "only statistics change");
 }

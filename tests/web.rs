@@ -85,3 +85,27 @@ fn train_predict_save_and_load_in_the_browser() {
     assert!(Model::from_bytes(&bytes[..bytes.len() / 2]).is_err(), "a truncated file is refused");
     assert!(model.predict(&faces[..100], "none").is_err(), "a partial face is refused");
 }
+
+#[wasm_bindgen_test]
+fn batch_norm_statistics_are_recalibrated_in_the_browser() {
+    let data = load(&common::synthetic_csv(2, &["Training", "PublicTest"], 3), 1 << 16);
+    let config = serde_wasm_bindgen::to_value(&TrainConfig { epochs: 1, batch_size: 14, ..TrainConfig::default() }).unwrap();
+    let start = |preset: &str| {
+        let model = Model::from_preset(preset, 1).unwrap_or_else(|_| panic!("preset builds"));
+        let mut training = Training::new(model, &data, config.clone(), None).unwrap_or_else(|_| panic!("training starts"));
+        training.train_steps(&data, 1).unwrap_or_else(|_| panic!("trains"));
+        training
+    };
+    assert_eq!(start("seed").recalibration_faces(), 0, "no batch-norm, nothing to recalibrate");
+
+    let mut training = start("deep");
+    assert_eq!(training.recalibration_faces(), 14);
+    let test_rows = [14, 15, 16];
+    let before = training.predict(&data, &test_rows).unwrap_or_else(|_| panic!("predicts"));
+    training.recalibrate(&data);
+    let after = training.predict(&data, &test_rows).unwrap_or_else(|_| panic!("predicts"));
+    assert_ne!(before, after, "one training step's running statistics are not the measured ones");
+    // The measurement does not depend on the statistics it replaces.
+    training.recalibrate(&data);
+    assert_eq!(training.predict(&data, &test_rows).unwrap_or_else(|_| panic!("predicts")), after);
+}

@@ -63,6 +63,22 @@ impl Network {
         activation.into_dimensionality::<Ix2>().expect("the network was built to output [n, classes]")
     }
 
+    pub fn has_batch_norm(&self) -> bool {
+        self.spec.layers.contains(&LayerSpec::BatchNorm)
+    }
+
+    /// Makes every batch-norm layer's running statistics the mean of its batch statistics over
+    /// `batches` (forward passes normalising with batch statistics, as in training). Does
+    /// nothing, without running the batches, when the network has no batch-norm layer.
+    pub fn recalibrate_batch_norm(&mut self, batches: impl IntoIterator<Item = Tensor>) {
+        if !self.has_batch_norm() {
+            return;
+        }
+        for (batch, input) in batches.into_iter().enumerate() {
+            self.forward(input, &mut Mode::Recalibrate { batch });
+        }
+    }
+
     /// Back-propagates d loss / d logits through every layer, adding to each parameter's gradient.
     pub fn backward(&mut self, grad_logits: Array2<f32>) {
         let mut grad = grad_logits.into_dyn();

@@ -88,6 +88,19 @@ impl Training {
         self.trainer.epoch()
     }
 
+    /// Training faces [`Training::recalibrate`] measures: 0 when the model has no batch-norm
+    /// layers (nothing to do).
+    #[wasm_bindgen(js_name = recalibrationFaces)]
+    pub fn recalibration_faces(&self) -> usize {
+        self.trainer.recalibration_faces()
+    }
+
+    /// Re-measures the batch-norm statistics on un-augmented training faces ("precise
+    /// batch-norm"); the worker calls it after every epoch, before evaluating.
+    pub fn recalibrate(&mut self, data: &FaceDataset) {
+        self.trainer.recalibrate_batch_norm(&data.data);
+    }
+
     /// Accuracy, per-class accuracy and confusion matrix of the current model on the rows of
     /// one Usage, over the test-time views `tta` (`none`, `flip` or `flip_shift`); the
     /// accuracy is also stored with the model (`publictest_accuracy`, ...).

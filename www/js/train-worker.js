@@ -241,14 +241,15 @@ function predictPreview(training, rows) {
   });
 }
 
-/** Training speed and time left: images per second over the last few slices, evaluations timed. */
+/** Training speed and time left: images per second over the last few slices, and the work after
+ * each epoch (forward passes only) timed. */
 class Stopwatch {
-  constructor(totalSamples, evaluationsPlanned, evaluationSamples) {
-    Object.assign(this, { totalSamples, evaluationsPlanned, evaluationSamples });
+  constructor(totalSamples, epochs, epochEndSamples) {
+    Object.assign(this, { totalSamples, epochs, epochEndSamples });
     this.samplesDone = 0;
     this.trainSeconds = 0;
-    this.evaluations = 0;
-    this.evaluationSeconds = 0;
+    this.epochEnds = 0;
+    this.epochEndSeconds = 0;
     this.recentImagesPerSecond = null;
   }
 
@@ -259,19 +260,19 @@ class Stopwatch {
     this.recentImagesPerSecond = this.recentImagesPerSecond == null ? speed : 0.8 * this.recentImagesPerSecond + 0.2 * speed;
   }
 
-  evaluated(seconds) {
-    this.evaluations += 1;
-    this.evaluationSeconds += seconds;
+  epochEnded(seconds) {
+    this.epochEnds += 1;
+    this.epochEndSeconds += seconds;
   }
 
   secondsLeft() {
-    // Until the first evaluation is timed, guess it from the training speed: a forward pass
+    // Until the first epoch's end is timed, guess it from the training speed: a forward pass
     // is about a third of a training step.
-    const perEvaluation = this.evaluations
-      ? this.evaluationSeconds / this.evaluations
-      : this.evaluationSamples / (3 * this.recentImagesPerSecond);
+    const perEpochEnd = this.epochEnds
+      ? this.epochEndSeconds / this.epochEnds
+      : this.epochEndSamples / (3 * this.recentImagesPerSecond);
     return (this.totalSamples - this.samplesDone) / this.recentImagesPerSecond +
-      (this.evaluationsPlanned - this.evaluations) * perEvaluation;
+      (this.epochs - this.epochEnds) * perEpochEnd;
   }
 
   averageImagesPerSecond() {
@@ -297,7 +298,9 @@ async function trainLoop(run, preset, config, limit, tta) {
     preview: { rows: Array.from(preview), labels: Array.from(preview, (row) => data.label(row)), faces: previewFaces },
   }, [previewFaces.buffer]);
 
-  const clock = new Stopwatch(config.epochs * trainRows, publicTestRows ? config.epochs : 0, publicTestRows);
+  // After each epoch: batch-norm statistics re-measured, then PublicTest evaluated (forward passes only).
+  const recalibrationFaces = training.recalibrationFaces();
+  const clock = new Stopwatch(config.epochs * trainRows, config.epochs, recalibrationFaces + publicTestRows);
   let stepsPerSlice = 1;
   let stepInEpoch = 0;
   let epochsTrained = 0; // fractional
@@ -337,13 +340,17 @@ async function trainLoop(run, preset, config, limit, tta) {
     });
 
     if (report.epoch_finished) {
+      const epochEndStarted = performance.now();
+      if (recalibrationFaces) {
+        post({ type: 'train-status', text: `Measuring batch-norm statistics on ${recalibrationFaces.toLocaleString('en')} training faces…` });
+        training.recalibrate(data);
+      }
       let publicTest = null;
       if (publicTestRows) {
         post({ type: 'train-status', text: `Evaluating on ${publicTestRows.toLocaleString('en')} PublicTest faces…` });
-        const evaluationStarted = performance.now();
         publicTest = training.evaluate(data, 'PublicTest', tta);
-        clock.evaluated(secondsSince(evaluationStarted));
       }
+      clock.epochEnded(secondsSince(epochEndStarted));
       post({
         type: 'epoch',
         epochsCompleted: report.epoch,

@@ -1,6 +1,9 @@
 //! Batch normalisation over the channel axis of `[n, c, h, w]` (statistics over n, h, w) or the
 //! feature axis of `[n, features]`. Training uses batch statistics and updates running ones;
 //! evaluation uses the running ones, so a single face is classified the same in any batch.
+//! [`Mode::Recalibrate`] replaces the running statistics with their mean over many batches
+//! ("precise batch-norm"): the exponential average kept during training is dominated by the
+//! last few augmented batches.
 
 use ndarray::IxDyn;
 
@@ -103,7 +106,7 @@ impl Layer for BatchNorm {
         let sample_len = c * spatial;
         let count = (n * spatial) as f64;
         let (gamma, beta) = (as_slice(&self.gamma.value).to_vec(), as_slice(&self.beta.value).to_vec());
-        if !mode.is_train() {
+        if matches!(mode, Mode::Eval) {
             // y = γ·(x − running mean)/σ + β, folded into one scale and shift per channel.
             let (mean, var) = (as_slice(&self.running_mean), as_slice(&self.running_var));
             let scale: Vec<f32> = (0..c).map(|ch| gamma[ch] / (var[ch] + EPSILON).sqrt()).collect();
@@ -122,15 +125,21 @@ impl Layer for BatchNorm {
         let mut mean = vec![0.0f32; c];
         let mut inv_std = vec![0.0f32; c];
         let (running_mean, running_var) = (as_slice_mut(&mut self.running_mean), as_slice_mut(&mut self.running_var));
+        // Weight of this batch in the running statistics. Training: an exponential average;
+        // recalibration: the plain mean over the pass's batches.
+        let weight = match mode {
+            Mode::Recalibrate { batch } => 1.0 / (*batch as f32 + 1.0),
+            _ => MOMENTUM,
+        };
         for (ch, &(sum, squares)) in sums.iter().enumerate() {
             let m = sum / count;
             let var = (squares / count - m * m).max(0.0);
             mean[ch] = m as f32;
             inv_std[ch] = 1.0 / (var as f32 + EPSILON).sqrt();
             // Running variance is the unbiased estimate, as in PyTorch.
-            let unbiased = if count > 1.0 { var * count / (count - 1.0) } else { var };
-            running_mean[ch] = (1.0 - MOMENTUM) * running_mean[ch] + MOMENTUM * m as f32;
-            running_var[ch] = (1.0 - MOMENTUM) * running_var[ch] + MOMENTUM * unbiased as f32;
+            let unbiased = (if count > 1.0 { var * count / (count - 1.0) } else { var }) as f32;
+            running_mean[ch] = (1.0 - weight) * running_mean[ch] + weight * m as f32;
+            running_var[ch] = (1.0 - weight) * running_var[ch] + weight * unbiased;
         }
         let mut normalized = Tensor::zeros(input.raw_dim());
         map_sample_chunks(as_slice_mut(&mut normalized), sample_len, |samples, out| {
@@ -148,8 +157,10 @@ impl Layer for BatchNorm {
                 y.iter_mut().zip(x_hat).for_each(|(y, &h)| *y = gamma[ch] * h + beta[ch]);
             }
         });
-        self.normalized = Some(normalized);
-        self.inv_std = inv_std;
+        if mode.is_train() {
+            self.normalized = Some(normalized);
+            self.inv_std = inv_std;
+        }
         input
     }
 

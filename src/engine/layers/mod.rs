@@ -39,6 +39,13 @@ impl Param {
 pub enum Mode<'a> {
     Train(&'a mut Rng),
     Eval,
+    /// A forward pass that only re-measures batch-norm statistics: batch-norm layers normalise
+    /// with the batch's statistics, as in training, and make their running statistics the mean
+    /// over this pass's batches so far (`batch` counts them from 0); nothing is kept for a
+    /// backward pass and dropout is off.
+    Recalibrate {
+        batch: usize,
+    },
 }
 
 impl Mode<'_> {
