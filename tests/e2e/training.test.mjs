@@ -156,18 +156,22 @@ async function screenshots(page) {
   await page.setViewportSize({ width: 1200, height: 900 });
 }
 
-/** Drops the generated file on the page and starts training `preset` for `epochs`, other options as they are. */
-async function loadAndTrain(page, preset, epochs) {
+/** Drops the generated file on the page and starts training `preset` for `epochs`, with the
+ * form's other fields as they are except `fields` (name → value). */
+async function loadAndTrain(page, preset, epochs, fields = {}) {
   await drop(page, '#drop-zone', 'fer2013.csv', Buffer.from(fer2013Csv().csv));
   await page.waitForSelector('#load-summary:not([hidden])', { timeout: 30_000 });
   await page.selectOption('#train-preset', preset);
   await page.fill('#train-form [name=epochs]', String(epochs));
+  for (const [name, value] of Object.entries(fields)) await page.fill(`#train-form [name=${name}]`, String(value));
   await page.click('#train-start');
 }
 
 test('pause, resume and stop a training run; the model trained so far is kept', () => withBrowser([], async ({ server, browser }) => {
   const { page, errors } = await openPage(browser, server.url);
-  await loadAndTrain(page, 'mlp', 1000);
+  // `deep`, in batches of 16 so that the stop almost always lands mid-epoch: its batch-norm
+  // statistics are then re-measured before the model is kept.
+  await loadAndTrain(page, 'deep', 1000, { batch_size: 16 });
   await page.waitForFunction(() => Number(document.querySelector('#train').dataset.epoch) > 0.5);
   await page.click('#train-pause');
   await page.waitForSelector('#train[data-state="paused"]');
@@ -180,9 +184,9 @@ test('pause, resume and stop a training run; the model trained so far is kept', 
   await page.waitForFunction((before) => document.querySelector('#train').dataset.epoch !== before, pausedAt);
   await page.click('#train-stop');
   await page.waitForSelector('#train[data-state="finished"]', { timeout: 30_000 });
-  assert.match(await page.textContent('#train-status'), /^Stopped: [\d.]+ epochs in/);
+  assert.match(await page.textContent('#train-status'), /^Stopped: [\d.]+ epochs? in/);
   assert.equal(await page.inputValue('#model-select'), 'trained');
-  assert.match(await page.textContent('#model-info'), /^mlp ·/);
+  assert.match(await page.textContent('#model-info'), /^deep ·/);
   assert.deepEqual(errors, []);
 }));
 

@@ -300,6 +300,11 @@ async function trainLoop(run, preset, config, limit, tta) {
 
   // After each epoch: batch-norm statistics re-measured, then PublicTest evaluated (forward passes only).
   const recalibrationFaces = training.recalibrationFaces();
+  const recalibrate = () => {
+    if (!recalibrationFaces) return;
+    post({ type: 'train-status', text: `Measuring batch-norm statistics on ${recalibrationFaces.toLocaleString('en')} training faces…` });
+    training.recalibrate(data);
+  };
   const clock = new Stopwatch(config.epochs * trainRows, config.epochs, recalibrationFaces + publicTestRows);
   let stepsPerSlice = 1;
   let stepInEpoch = 0;
@@ -341,10 +346,7 @@ async function trainLoop(run, preset, config, limit, tta) {
 
     if (report.epoch_finished) {
       const epochEndStarted = performance.now();
-      if (recalibrationFaces) {
-        post({ type: 'train-status', text: `Measuring batch-norm statistics on ${recalibrationFaces.toLocaleString('en')} training faces…` });
-        training.recalibrate(data);
-      }
+      recalibrate();
       let publicTest = null;
       if (publicTestRows) {
         post({ type: 'train-status', text: `Evaluating on ${publicTestRows.toLocaleString('en')} PublicTest faces…` });
@@ -365,6 +367,7 @@ async function trainLoop(run, preset, config, limit, tta) {
   }
 
   const completed = training.epoch() >= config.epochs;
+  if (stepInEpoch > 0) recalibrate(); // stopped mid-epoch: the steps since the last epoch's end
   let privateTest = null;
   if (completed && privateTestRows) {
     post({ type: 'train-status', text: `Final evaluation on ${privateTestRows.toLocaleString('en')} PrivateTest faces…` });
