@@ -118,6 +118,74 @@ pub struct Trainer {
     epoch: usize,
     step: u64,
     class_weights: [f32; NUM_CLASSES],
+    teacher: Option<Teacher>,
+}
+
+/// Knowledge distillation (Hinton et al. 2015): a teacher network's class probabilities for
+/// every training face, measured once, blended into the training targets. A teacher measured
+/// with test-time augmentation hands its averaged views to a single-pass student, and its soft
+/// targets down-weight FER2013's mislabelled faces.
+#[derive(Clone, Debug)]
+pub struct Teacher {
+    probabilities: HashMap<usize, [f32; NUM_CLASSES]>,
+    /// Share of the target that is the teacher's: `(1 - w) · label + w · teacher`.
+    weight: f32,
+}
+
+impl Teacher {
+    /// Measures `network`'s probabilities (averaged over `tta`'s views of the clean face) for
+    /// `rows` of `data`; `on_progress` gets the number of faces done so far.
+    pub fn measure(
+        network: &mut Network,
+        data: &Dataset,
+        rows: &[usize],
+        tta: Tta,
+        weight: f32,
+        mut on_progress: impl FnMut(usize),
+    ) -> Result<Teacher> {
+        let mut probabilities = HashMap::with_capacity(rows.len());
+        for chunk in rows.chunks(EVAL_BATCH) {
+            let faces: Vec<u8> = chunk.iter().flat_map(|&r| data.face(r).iter().copied()).collect();
+            let probs = predict_faces(network, &faces, tta);
+            for (&row, p) in chunk.iter().zip(probs.axis_iter(Axis(0))) {
+                probabilities.insert(row, std::array::from_fn(|k| p[k]));
+            }
+            on_progress(probabilities.len());
+        }
+        Teacher::from_probabilities(probabilities, weight)
+    }
+
+    /// A teacher from known probabilities per dataset row; each must be a distribution.
+    pub fn from_probabilities(probabilities: HashMap<usize, [f32; NUM_CLASSES]>, weight: f32) -> Result<Teacher> {
+        if !(weight > 0.0 && weight <= 1.0) {
+            return Err(FerError::Config(format!("distillation weight {weight} must be in (0, 1]")));
+        }
+        if let Some((row, _)) =
+            probabilities.iter().find(|(_, p)| p.iter().any(|&q| !(0.0..=1.0).contains(&q)) || (p.iter().sum::<f32>() - 1.0).abs() > 1e-3)
+        {
+            return Err(FerError::Model(format!("the teacher's output for row {row} is not a probability distribution")));
+        }
+        Ok(Teacher { probabilities, weight })
+    }
+
+    pub fn weight(&self) -> f32 {
+        self.weight
+    }
+
+    /// The teacher's probabilities for a dataset row, if it measured that row.
+    pub fn probabilities(&self, row: usize) -> Option<&[f32; NUM_CLASSES]> {
+        self.probabilities.get(&row)
+    }
+
+    /// Blends the teacher's probabilities for `rows` into `targets` (one row each).
+    fn blend(&self, rows: &[usize], targets: &mut Array2<f32>) {
+        for (&row, mut target) in rows.iter().zip(targets.axis_iter_mut(Axis(0))) {
+            let teacher = &self.probabilities[&row];
+            for (t, &p) in target.iter_mut().zip(teacher) {
+                *t = (1.0 - self.weight) * *t + self.weight * p;
+            }
+        }
+    }
 }
 
 /// Mixes `seed` with a counter into an independent stream seed (SplitMix64's finaliser).
@@ -161,10 +229,31 @@ impl Trainer {
             },
         };
         let optimizer = Optimizer::new(config.optimizer, config.weight_decay);
-        let mut trainer =
-            Trainer { network, config, optimizer, schedule, train_rows, order: Vec::new(), cursor: 0, epoch: 0, step: 0, class_weights };
+        let mut trainer = Trainer {
+            network,
+            config,
+            optimizer,
+            schedule,
+            train_rows,
+            order: Vec::new(),
+            cursor: 0,
+            epoch: 0,
+            step: 0,
+            class_weights,
+            teacher: None,
+        };
         trainer.shuffle();
         Ok(trainer)
+    }
+
+    /// Trains towards `teacher`'s probabilities as well as the labels from now on; it must
+    /// cover every training row.
+    pub fn distil_from(mut self, teacher: Teacher) -> Result<Trainer> {
+        if let Some(row) = self.train_rows.iter().find(|r| !teacher.probabilities.contains_key(r)) {
+            return Err(FerError::Config(format!("the teacher has no probabilities for training row {row}")));
+        }
+        self.teacher = Some(teacher);
+        Ok(self)
     }
 
     pub fn config(&self) -> &TrainConfig {
@@ -200,6 +289,9 @@ impl Trainer {
         let mut inputs = training_inputs(data, &rows, self.config.augment.as_ref(), batch_seed);
         let labels: Vec<u8> = rows.iter().map(|&r| data.label(r)).collect();
         let mut targets = smoothed_one_hot(&labels, NUM_CLASSES, self.config.label_smoothing);
+        if let Some(teacher) = &self.teacher {
+            teacher.blend(&rows, &mut targets);
+        }
         let mut weights: Vec<f32> = labels.iter().map(|&l| self.class_weights[l as usize]).collect();
         if self.config.mixup_alpha > 0.0 && rows.len() > 1 {
             mixup(&mut inputs, &mut targets, &mut weights, self.config.mixup_alpha, &mut rng);
@@ -279,6 +371,7 @@ impl Trainer {
             cursor: self.cursor,
             optimizer_steps: self.optimizer.steps,
             train_rows: self.train_rows.len(),
+            distillation_weight: self.teacher.as_ref().map(Teacher::weight),
         };
         let metadata =
             HashMap::from([("checkpoint".to_string(), serde_json::to_string(&state).map_err(|e| FerError::Model(e.to_string()))?)]);
@@ -286,8 +379,15 @@ impl Trainer {
     }
 
     /// Continues from [`Trainer::checkpoint`] bytes. `epochs`, when given, replaces the
-    /// configured number (to extend a finished run; the schedule stretches accordingly).
-    pub fn resume(bytes: &[u8], data: &Dataset, train_rows: Vec<usize>, epochs: Option<usize>) -> Result<Trainer> {
+    /// configured number (to extend a finished run; the schedule stretches accordingly). A run
+    /// that distilled must be given its teacher again (teachers are not stored).
+    pub fn resume(
+        bytes: &[u8],
+        data: &Dataset,
+        train_rows: Vec<usize>,
+        epochs: Option<usize>,
+        teacher: Option<Teacher>,
+    ) -> Result<Trainer> {
         let (loaded, extras) = load_with_extras(bytes)?;
         let state_json = loaded
             .metadata
@@ -302,11 +402,23 @@ impl Trainer {
                 train_rows.len()
             )));
         }
+        match (state.distillation_weight, &teacher) {
+            (Some(weight), None) => {
+                return Err(FerError::Config(format!(
+                    "the checkpoint distilled from a teacher (weight {weight}): pass the same teacher again"
+                )))
+            }
+            (None, Some(_)) => return Err(FerError::Config("the checkpoint did not distil from a teacher: resume without one".into())),
+            _ => {}
+        }
         let mut config = state.config;
         if let Some(epochs) = epochs {
             config.epochs = epochs;
         }
         let mut trainer = Trainer::new(loaded.network, config, data, train_rows)?;
+        if let Some(teacher) = teacher {
+            trainer = trainer.distil_from(teacher)?;
+        }
         let take = |prefix: &str| -> Vec<Tensor> {
             let mut tensors: Vec<(usize, Tensor)> = extras
                 .iter()
@@ -332,6 +444,9 @@ struct CheckpointState {
     cursor: usize,
     optimizer_steps: u64,
     train_rows: usize,
+    /// Absent in checkpoints written before distillation existed.
+    #[serde(default)]
+    distillation_weight: Option<f32>,
 }
 
 /// `1 / count` per class, scaled so the average weight over the training samples is 1.

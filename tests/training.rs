@@ -1,6 +1,6 @@
 //! Training end to end on small synthetic data: the loss goes down and the set is fitted;
 //! checkpoints resume exactly; the optimisers and schedules behave as specified; batch-norm
-//! statistics are recalibrated as specified.
+//! statistics are recalibrated as specified; distillation follows its teacher.
 
 #![cfg(not(target_arch = "wasm32"))]
 
@@ -10,9 +10,10 @@ use fer_cnn::data::input::{augment_face, face_to_input, AugmentConfig, Warp};
 use fer_cnn::data::{FACE_PIXELS, FACE_SIDE};
 use fer_cnn::engine::{LayerSpec, LrSchedule, Mode, ModelSpec, Network, OptimizerKind, Rng, Tensor};
 use fer_cnn::models::preset;
-use fer_cnn::train::{evaluate, Schedule, TrainConfig, Trainer, Tta, RECALIBRATION_FACES};
+use fer_cnn::train::{evaluate, predict_faces, Schedule, Teacher, TrainConfig, Trainer, Tta, RECALIBRATION_FACES};
 use ndarray::{Axis, IxDyn};
 use rand::{Rng as _, SeedableRng};
+use std::collections::HashMap;
 
 fn synthetic(per_class: usize) -> fer_cnn::data::Dataset {
     common::parse_in_chunks(common::synthetic_csv(per_class, &["Training"], 77).as_bytes(), 1 << 16).dataset
@@ -101,12 +102,123 @@ fn a_checkpoint_resumes_exactly_where_training_stopped() {
     let mut first = Trainer::new(network(), config, &data, rows.clone()).unwrap();
     let mut resumed_losses: Vec<f32> = (0..5).map(|_| first.train_step(&data).loss).collect();
     let checkpoint = first.checkpoint().unwrap();
-    let mut second = Trainer::resume(&checkpoint, &data, rows.clone(), None).unwrap();
+    let mut second = Trainer::resume(&checkpoint, &data, rows.clone(), None, None).unwrap();
     resumed_losses.extend((0..3).map(|_| second.train_step(&data).loss));
     assert_eq!(straight_losses, resumed_losses);
 
-    let wrong_rows = Trainer::resume(&checkpoint, &data, rows[..10].to_vec(), None);
+    let wrong_rows = Trainer::resume(&checkpoint, &data, rows[..10].to_vec(), None, None);
     assert!(wrong_rows.is_err());
+}
+
+/// A teacher that is sure of the class after each face's label (and so disagrees with every label).
+fn contrary_teacher(data: &fer_cnn::data::Dataset, rows: &[usize], weight: f32) -> Teacher {
+    let probabilities: HashMap<usize, [f32; 7]> =
+        rows.iter().map(|&r| (r, std::array::from_fn(|k| if k == (data.label(r) as usize + 1) % 7 { 1.0 } else { 0.0 }))).collect();
+    Teacher::from_probabilities(probabilities, weight).unwrap()
+}
+
+#[test]
+fn distillation_with_full_weight_learns_the_teachers_classes_not_the_labels() {
+    let data = synthetic(10);
+    let rows: Vec<usize> = (0..data.len()).collect();
+    let config = TrainConfig { epochs: 30, batch_size: 10, lr: 3e-3, ..TrainConfig::default() };
+    let trainer = Trainer::new(Network::new(preset("seed").unwrap(), 1).unwrap(), config, &data, rows.clone()).unwrap();
+    let mut trainer = trainer.distil_from(contrary_teacher(&data, &rows, 1.0)).unwrap();
+    while !trainer.is_finished() {
+        trainer.train_epoch(&data, |_| {});
+    }
+    let faces: Vec<u8> = rows.iter().flat_map(|&r| data.face(r).to_vec()).collect();
+    let probs = predict_faces(&mut trainer.network, &faces, Tta::None);
+    let follows_teacher = rows
+        .iter()
+        .zip(probs.axis_iter(Axis(0)))
+        .filter(|(&r, p)| {
+            let predicted = p.iter().enumerate().fold(0, |best, (k, &q)| if q > p[best] { k } else { best });
+            predicted == (data.label(r) as usize + 1) % 7
+        })
+        .count();
+    assert!(follows_teacher as f32 > 0.9 * rows.len() as f32, "{follows_teacher} of {} follow the teacher", rows.len());
+}
+
+#[test]
+fn distillation_blends_label_and_teacher_by_the_weight() {
+    // Known answer: with weight 0.3, the loss of the first step is the cross-entropy to
+    // 0.7 × label + 0.3 × teacher, from the untrained network's probabilities (the `seed`
+    // preset has no dropout or batch-norm, so training mode predicts like evaluation).
+    let data = synthetic(2);
+    let rows: Vec<usize> = (0..data.len()).collect();
+    let config = TrainConfig { epochs: 1, batch_size: rows.len(), ..TrainConfig::default() };
+    let mut network = Network::new(preset("seed").unwrap(), 5).unwrap();
+    let faces: Vec<u8> = rows.iter().flat_map(|&r| data.face(r).to_vec()).collect();
+    let probs = predict_faces(&mut network, &faces, Tta::None);
+    let expected: f32 = rows
+        .iter()
+        .map(|&r| {
+            let label = data.label(r) as usize;
+            -0.7 * probs[[r, label]].ln() - 0.3 * probs[[r, (label + 1) % 7]].ln()
+        })
+        .sum::<f32>()
+        / rows.len() as f32;
+    let mut trainer = Trainer::new(network, config, &data, rows.clone()).unwrap().distil_from(contrary_teacher(&data, &rows, 0.3)).unwrap();
+    let loss = trainer.train_step(&data).loss;
+    assert!((loss - expected).abs() < 1e-4, "loss {loss}, expected {expected}");
+}
+
+#[test]
+fn a_teacher_measures_the_networks_averaged_views() {
+    let data = synthetic(2);
+    let rows: Vec<usize> = (0..data.len()).step_by(2).collect();
+    let mut network = Network::new(preset("seed").unwrap(), 9).unwrap();
+    let mut progress = Vec::new();
+    let teacher = Teacher::measure(&mut network, &data, &rows, Tta::Flip, 0.5, |done| progress.push(done)).unwrap();
+    assert_eq!(progress.last(), Some(&rows.len()));
+    let faces: Vec<u8> = rows.iter().flat_map(|&r| data.face(r).to_vec()).collect();
+    let expected = predict_faces(&mut network, &faces, Tta::Flip);
+    for (&row, p) in rows.iter().zip(expected.axis_iter(Axis(0))) {
+        assert_eq!(teacher.probabilities(row).unwrap().as_slice(), p.as_slice().unwrap());
+    }
+    assert!(teacher.probabilities(1).is_none(), "row 1 was not measured");
+    // A student must be covered by its teacher.
+    let all: Vec<usize> = (0..data.len()).collect();
+    let trainer = Trainer::new(network, TrainConfig::default(), &data, all).unwrap();
+    assert!(trainer.distil_from(teacher).is_err());
+}
+
+#[test]
+fn a_teacher_must_give_distributions_and_a_weight_in_0_1() {
+    let uniform = HashMap::from([(0, [1.0 / 7.0; 7])]);
+    for weight in [0.0, -0.5, 1.5, f32::NAN] {
+        assert!(Teacher::from_probabilities(uniform.clone(), weight).is_err(), "weight {weight}");
+    }
+    assert!(Teacher::from_probabilities(uniform, 1.0).is_ok());
+    assert!(Teacher::from_probabilities(HashMap::from([(0, [0.5; 7])]), 0.5).is_err());
+    assert!(Teacher::from_probabilities(HashMap::from([(0, [f32::NAN; 7])]), 0.5).is_err());
+}
+
+#[test]
+fn a_distilling_checkpoint_resumes_exactly_and_only_with_its_teacher() {
+    let data = synthetic(4);
+    let rows: Vec<usize> = (0..data.len()).collect();
+    let config = TrainConfig { epochs: 2, batch_size: 8, lr: 0.01, optimizer: OptimizerKind::sgd_nesterov(), ..TrainConfig::default() };
+    let trainer = || {
+        Trainer::new(Network::new(preset("seed").unwrap(), 3).unwrap(), config.clone(), &data, rows.clone())
+            .unwrap()
+            .distil_from(contrary_teacher(&data, &rows, 0.7))
+            .unwrap()
+    };
+    let mut straight = trainer();
+    let straight_losses: Vec<f32> = (0..6).map(|_| straight.train_step(&data).loss).collect();
+    let mut first = trainer();
+    let mut resumed_losses: Vec<f32> = (0..3).map(|_| first.train_step(&data).loss).collect();
+    let checkpoint = first.checkpoint().unwrap();
+    assert!(Trainer::resume(&checkpoint, &data, rows.clone(), None, None).is_err(), "resumed without its teacher");
+    let mut second = Trainer::resume(&checkpoint, &data, rows.clone(), None, Some(contrary_teacher(&data, &rows, 0.7))).unwrap();
+    resumed_losses.extend((0..3).map(|_| second.train_step(&data).loss));
+    assert_eq!(straight_losses, resumed_losses);
+
+    let plain = Trainer::new(Network::new(preset("seed").unwrap(), 3).unwrap(), config.clone(), &data, rows.clone()).unwrap();
+    let plain_checkpoint = plain.checkpoint().unwrap();
+    assert!(Trainer::resume(&plain_checkpoint, &data, rows.clone(), None, Some(contrary_teacher(&data, &rows, 0.7))).is_err());
 }
 
 #[test]
