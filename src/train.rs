@@ -144,14 +144,12 @@ impl Teacher {
         mut on_progress: impl FnMut(usize),
     ) -> Result<Teacher> {
         let mut probabilities = HashMap::with_capacity(rows.len());
-        for chunk in rows.chunks(EVAL_BATCH) {
-            let faces: Vec<u8> = chunk.iter().flat_map(|&r| data.face(r).iter().copied()).collect();
-            let probs = predict_faces(network, &faces, tta);
+        predict_rows(network, data, rows, tta, |chunk, probs| {
             for (&row, p) in chunk.iter().zip(probs.axis_iter(Axis(0))) {
                 probabilities.insert(row, std::array::from_fn(|k| p[k]));
             }
             on_progress(probabilities.len());
-        }
+        });
         Teacher::from_probabilities(probabilities, weight)
     }
 
@@ -589,18 +587,25 @@ pub struct Evaluation {
 /// Rows evaluated per forward pass: bounds memory (activations of the largest preset).
 const EVAL_BATCH: usize = 256;
 
+/// [`predict_faces`] over `rows` of `data`, [`EVAL_BATCH`] rows at a time: `visit` gets each
+/// chunk of rows and their probabilities.
+fn predict_rows(network: &mut Network, data: &Dataset, rows: &[usize], tta: Tta, mut visit: impl FnMut(&[usize], Array2<f32>)) {
+    for chunk in rows.chunks(EVAL_BATCH) {
+        let faces: Vec<u8> = chunk.iter().flat_map(|&r| data.face(r).iter().copied()).collect();
+        visit(chunk, predict_faces(network, &faces, tta));
+    }
+}
+
 pub fn evaluate(network: &mut Network, data: &Dataset, rows: &[usize], tta: Tta) -> Evaluation {
     let mut confusion = [[0usize; NUM_CLASSES]; NUM_CLASSES];
     let mut loss = 0.0f64;
-    for chunk in rows.chunks(EVAL_BATCH) {
-        let faces: Vec<u8> = chunk.iter().flat_map(|&r| data.face(r).iter().copied()).collect();
-        let probs = predict_faces(network, &faces, tta);
+    predict_rows(network, data, rows, tta, |chunk, probs| {
         for (&row, p) in chunk.iter().zip(probs.axis_iter(Axis(0))) {
             let label = data.label(row) as usize;
             confusion[label][argmax(p)] += 1;
             loss -= (p[label].max(1e-30) as f64).ln();
         }
-    }
+    });
     evaluation_from_confusion(confusion, loss / rows.len().max(1) as f64)
 }
 
