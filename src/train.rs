@@ -44,6 +44,10 @@ pub struct TrainConfig {
     /// Weight each sample by `1 / frequency` of its class (normalised to mean 1).
     pub class_weights: bool,
     pub seed: u64,
+    /// Sharpness-aware minimisation's neighbourhood radius ρ; 0 turns it off (each step then
+    /// costs one forward and backward pass instead of two).
+    #[serde(default)]
+    pub sam_rho: f32,
 }
 
 impl Default for TrainConfig {
@@ -60,6 +64,7 @@ impl Default for TrainConfig {
             mixup_alpha: 0.0,
             class_weights: false,
             seed: 1,
+            sam_rho: 0.0,
         }
     }
 }
@@ -78,6 +83,8 @@ impl TrainConfig {
             Some(format!("weight decay {} must be 0 or more", self.weight_decay))
         } else if !(self.mixup_alpha >= 0.0 && self.mixup_alpha.is_finite()) {
             Some(format!("mixup alpha {} must be 0 or more", self.mixup_alpha))
+        } else if !(self.sam_rho >= 0.0 && self.sam_rho.is_finite()) {
+            Some(format!("sharpness-aware radius {} must be 0 or more", self.sam_rho))
         } else {
             None
         };
@@ -295,11 +302,15 @@ impl Trainer {
             mixup(&mut inputs, &mut targets, &mut weights, self.config.mixup_alpha, &mut rng);
         }
         let input = batch_tensor([1, 48, 48], inputs).expect("whole faces");
+        let sam_input = (self.config.sam_rho > 0.0).then(|| input.clone());
         let logits = self.network.forward(input, &mut Mode::Train(&mut rng));
         let out = softmax_cross_entropy(logits.view(), targets.view(), Some(&weights));
         let correct = count_correct(&out.probs, &targets);
         self.network.zero_grad();
         self.network.backward(out.grad_logits);
+        if let Some(input) = sam_input {
+            self.take_sharpness_aware_gradient(input, &targets, &weights, &mut rng);
+        }
         let lr = self.schedule.lr_at(self.config.lr, self.step);
         self.optimizer.step(&mut self.network.params_mut(), lr);
         self.step += 1;
@@ -312,6 +323,31 @@ impl Trainer {
             self.shuffle();
         }
         StepMetrics { loss: out.loss, correct, samples: rows.len(), lr, epoch, epoch_finished }
+    }
+
+    /// Sharpness-aware minimisation (Foret et al. 2021): replaces the gradient at the weights w
+    /// with the one at w + ρ·g/‖g‖, the worst point of the ρ-ball to first order, so that steps
+    /// lead to minima whose whole neighbourhood has a low loss. The weights are restored before
+    /// the optimiser step. Batch-norm statistics also see the second pass; they are re-measured
+    /// after each epoch anyway.
+    fn take_sharpness_aware_gradient(&mut self, input: Tensor, targets: &Array2<f32>, weights: &[f32], rng: &mut Rng) {
+        let squared_norm: f64 = self.network.params().iter().flat_map(|p| p.grad.iter()).map(|&g| (g as f64) * (g as f64)).sum();
+        let norm = squared_norm.sqrt() as f32;
+        if !(norm.is_finite() && norm > 0.0) {
+            return;
+        }
+        let scale = self.config.sam_rho / norm;
+        let perturbations: Vec<Tensor> = self.network.params().iter().map(|p| &p.grad * scale).collect();
+        for (param, perturbation) in self.network.params_mut().into_iter().zip(&perturbations) {
+            param.value += perturbation;
+        }
+        let logits = self.network.forward(input, &mut Mode::Train(rng));
+        let out = softmax_cross_entropy(logits.view(), targets.view(), Some(weights));
+        self.network.zero_grad();
+        self.network.backward(out.grad_logits);
+        for (param, perturbation) in self.network.params_mut().into_iter().zip(&perturbations) {
+            param.value -= perturbation;
+        }
     }
 
     /// Runs the rest of the current epoch, calling `on_step` after every batch.

@@ -8,6 +8,8 @@ mod common;
 
 use fer_cnn::data::input::{augment_face, face_to_input, AugmentConfig, Warp};
 use fer_cnn::data::{FACE_PIXELS, FACE_SIDE};
+use fer_cnn::engine::loss::{smoothed_one_hot, softmax_cross_entropy};
+use fer_cnn::engine::network::batch_tensor;
 use fer_cnn::engine::{LayerSpec, LrSchedule, Mode, ModelSpec, Network, OptimizerKind, Rng, Tensor};
 use fer_cnn::models::preset;
 use fer_cnn::train::{evaluate, predict_faces, Schedule, Teacher, TrainConfig, Trainer, Tta, RECALIBRATION_FACES};
@@ -73,6 +75,63 @@ fn mlp_with_adamw_and_mixup_learns() {
     let (losses, accuracy) = fit(preset("mlp").unwrap(), config);
     assert!(losses.last().unwrap() < &(losses[0] * 0.7), "losses {losses:?}");
     assert!(accuracy > 0.9, "train accuracy {accuracy}");
+}
+
+#[test]
+fn sharpness_aware_training_learns() {
+    let config = TrainConfig { epochs: 30, batch_size: 10, lr: 3e-3, sam_rho: 0.05, ..TrainConfig::default() };
+    let (losses, accuracy) = fit(preset("seed").unwrap(), config);
+    assert!(losses.last().unwrap() < &(losses[0] * 0.3), "losses {losses:?}");
+    assert!(accuracy > 0.95, "train accuracy {accuracy}");
+}
+
+/// Loss and its gradient (added to each parameter's `grad`) for the whole of `data`.
+fn loss_and_gradient(network: &mut Network, data: &fer_cnn::data::Dataset, rows: &[usize]) -> f32 {
+    let mut inputs = vec![0.0; rows.len() * FACE_PIXELS];
+    for (face, &row) in inputs.chunks_mut(FACE_PIXELS).zip(rows) {
+        face_to_input(data.face(row), face);
+    }
+    let input = batch_tensor([1, FACE_SIDE, FACE_SIDE], inputs).unwrap();
+    let labels: Vec<u8> = rows.iter().map(|&r| data.label(r)).collect();
+    let logits = network.forward(input, &mut Mode::Train(&mut Rng::seed_from_u64(0)));
+    let out = softmax_cross_entropy(logits.view(), smoothed_one_hot(&labels, 7, 0.0).view(), None);
+    network.zero_grad();
+    network.backward(out.grad_logits);
+    out.loss
+}
+
+#[test]
+fn a_sharpness_aware_step_descends_the_gradient_at_the_perturbed_weights() {
+    // Known answer with plain SGD (no momentum or decay) on one batch of every face:
+    // w ← w − lr · ∇L(w + ρ · ∇L(w) / ‖∇L(w)‖).
+    let data = synthetic(2);
+    let rows: Vec<usize> = (0..data.len()).collect();
+    let (lr, rho) = (0.1, 0.5);
+    let optimizer = OptimizerKind::Sgd { momentum: 0.0, nesterov: false };
+    let config = TrainConfig { epochs: 1, batch_size: rows.len(), lr, optimizer, sam_rho: rho, ..TrainConfig::default() };
+    let mut trainer = Trainer::new(Network::new(preset("seed").unwrap(), 5).unwrap(), config, &data, rows.clone()).unwrap();
+    trainer.train_step(&data);
+
+    let mut expected = Network::new(preset("seed").unwrap(), 5).unwrap();
+    loss_and_gradient(&mut expected, &data, &rows);
+    let norm = expected.params().iter().flat_map(|p| p.grad.iter()).map(|g| g * g).sum::<f32>().sqrt();
+    let steps: Vec<Tensor> = expected.params().iter().map(|p| &p.grad * (rho / norm)).collect();
+    for (param, step) in expected.params_mut().into_iter().zip(&steps) {
+        param.value += step;
+    }
+    loss_and_gradient(&mut expected, &data, &rows);
+    let mut largest_step = 0.0f32;
+    for (param, step) in expected.params_mut().into_iter().zip(&steps) {
+        param.value -= step;
+        let update = &param.grad * lr;
+        largest_step = update.iter().fold(largest_step, |m, u| m.max(u.abs()));
+        param.value -= &update;
+    }
+    assert!(largest_step > 1e-3, "the step should move the weights ({largest_step})");
+    for (got, want) in trainer.network.params().iter().zip(expected.params()) {
+        let error = (&got.value - &want.value).iter().fold(0.0f32, |m, e| m.max(e.abs()));
+        assert!(error < 1e-5, "largest difference {error}");
+    }
 }
 
 #[test]
@@ -231,6 +290,7 @@ fn bad_training_options_are_errors() {
         TrainConfig { epochs: 0, ..TrainConfig::default() },
         TrainConfig { lr: f32::NAN, ..TrainConfig::default() },
         TrainConfig { label_smoothing: 1.0, ..TrainConfig::default() },
+        TrainConfig { sam_rho: -0.05, ..TrainConfig::default() },
     ] {
         assert!(Trainer::new(network(), config, &data, rows.clone()).is_err());
     }

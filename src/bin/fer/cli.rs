@@ -124,6 +124,9 @@ struct TrainArgs {
     /// Weight classes by inverse frequency
     #[arg(long)]
     class_weights: bool,
+    /// Sharpness-aware minimisation with this radius (e.g. 0.05); doubles the cost of a step
+    #[arg(long, default_value_t = 0.0)]
+    sam: f32,
     /// Test-time augmentation for the per-epoch PublicTest evaluation
     #[arg(long, value_enum, default_value = "none")]
     tta: TtaArg,
@@ -263,6 +266,7 @@ fn train(args: TrainArgs) -> Result<()> {
         mixup_alpha: args.mixup,
         class_weights: args.class_weights,
         seed: args.seed,
+        sam_rho: args.sam,
     };
     let teacher = match &args.teacher {
         Some(path) => Some(measure_teacher(path, &data, &train_rows, args.teacher_tta.into(), args.distill)?),
