@@ -48,6 +48,57 @@ fn half_precision_files_are_half_the_size_and_predict_nearly_the_same() {
     assert!(largest < 2e-3, "f16 changed a probability by {largest}");
 }
 
+#[test]
+fn int8_files_are_a_quarter_of_the_size_and_predict_nearly_the_same() {
+    let mut network = Network::new(preset("deep").unwrap(), 7).unwrap();
+    network.recalibrate_batch_norm([faces(16)]);
+    let full = save_model(&network, StoredDtype::F32, &HashMap::new()).unwrap();
+    let int8 = save_model(&network, StoredDtype::Int8, &HashMap::new()).unwrap();
+    assert!(int8.len() < full.len() * 27 / 100, "{} vs {}", int8.len(), full.len());
+    let mut loaded = load_model(&int8).unwrap().network;
+    // Each weight moves by at most half a step (max |w| / 254) of its output channel.
+    for ((name, original), (_, stored)) in network.named_tensors().into_iter().zip(loaded.named_tensors()) {
+        if original.ndim() < 2 {
+            continue;
+        }
+        let rows = original.shape()[0];
+        let per_row = original.len() / rows;
+        let (original, stored): (Vec<f32>, Vec<f32>) = (original.iter().copied().collect(), stored.iter().copied().collect());
+        for (a, b) in original.chunks(per_row).zip(stored.chunks(per_row)) {
+            let half_step = a.iter().fold(0.0f32, |m, v| m.max(v.abs())) / 254.0;
+            let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+            assert!(worst <= half_step * 1.001, "{name}: moved {worst}, half a step is {half_step}");
+        }
+    }
+    let (a, b) = (network.predict(faces(2)), loaded.predict(faces(2)));
+    let largest = a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    assert!(largest < 2e-2, "int8 changed a probability by {largest}");
+}
+
+#[test]
+fn a_hand_made_int8_file_gives_known_weights() {
+    // Rows [2, −4] with scale 0.5 and [127, 0] with scale 0.25 → W = [[1, −2], [31.75, 0]].
+    let quantised: Vec<u8> = [2i8, -4, 127, 0].iter().map(|q| *q as u8).collect();
+    let scales: Vec<u8> = [0.5f32, 0.25].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let bias: Vec<u8> = [0.0f32, 0.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let file = |with_scales: bool| {
+        let mut tensors = vec![
+            ("layers.1.weight", TensorView::new(Dtype::I8, vec![2, 2], &quantised).unwrap()),
+            ("layers.1.bias", TensorView::new(Dtype::F32, vec![2], &bias).unwrap()),
+        ];
+        if with_scales {
+            tensors.push(("layers.1.weight.scale", TensorView::new(Dtype::F32, vec![2], &scales).unwrap()));
+        }
+        let metadata =
+            [("format".to_string(), "fer-cnn/1".to_string()), ("spec".to_string(), serde_json::to_string(&tiny_spec()).unwrap())];
+        safetensors::tensor::serialize(tensors, Some(metadata.into_iter().collect())).unwrap()
+    };
+    let network = load_model(&file(true)).unwrap().network;
+    let weight: Vec<f32> = network.tensor("layers.1.weight").unwrap().iter().copied().collect();
+    assert_eq!(weight, vec![1.0, -2.0, 31.75, 0.0]);
+    assert!(error_of(&file(false)).contains("has no scales"));
+}
+
 fn tiny_spec() -> ModelSpec {
     ModelSpec { name: "tiny".into(), input: [1, 1, 2], layers: vec![LayerSpec::Flatten, LayerSpec::Dense { units: 2 }], classes: 2 }
 }

@@ -1,7 +1,8 @@
 //! Models as safetensors files: every parameter and batch-norm statistic as a named tensor
 //! (`layers.{i}.weight`, ...), and in the header metadata the format tag and the architecture
 //! as JSON, so a file is loaded without knowing which preset made it. Weights can be stored as
-//! f16, which halves the download at no measurable accuracy cost; they are f32 in memory.
+//! f16, which halves the download at no measurable accuracy cost, or as 8-bit integers, which
+//! quarters it; they are f32 in memory.
 
 use std::collections::HashMap;
 
@@ -18,7 +19,14 @@ pub const FORMAT: &str = "fer-cnn/1";
 pub enum StoredDtype {
     F32,
     F16,
+    /// Conv and dense weights as 8-bit integers `q` with one f32 scale per output channel
+    /// (`w ≈ q · scale`, the scale saved as `{name}.scale`: symmetric per-channel quantisation,
+    /// as TensorFlow Lite and PyTorch store weights); biases and batch-norm tensors as f16.
+    Int8,
 }
+
+/// Name suffix of the per-channel scales of an int8 tensor.
+const SCALE_SUFFIX: &str = ".scale";
 
 pub struct LoadedModel {
     pub network: Network,
@@ -47,16 +55,22 @@ pub fn save_with_extras(
     let extra_tensors = extras.iter().map(|(name, t)| (name.clone(), *t, StoredDtype::F32));
     let encoded: Vec<(String, Vec<usize>, Vec<u8>, Dtype)> = model_tensors
         .chain(extra_tensors)
-        .map(|(name, tensor, dtype)| {
-            let bytes = match dtype {
-                StoredDtype::F32 => tensor.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                StoredDtype::F16 => tensor.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect(),
-            };
-            let stored = match dtype {
-                StoredDtype::F32 => Dtype::F32,
-                StoredDtype::F16 => Dtype::F16,
-            };
-            (name, tensor.shape().to_vec(), bytes, stored)
+        .flat_map(|(name, tensor, dtype)| {
+            let shape = tensor.shape().to_vec();
+            match dtype {
+                StoredDtype::F32 => vec![(name, shape, tensor.iter().flat_map(|v| v.to_le_bytes()).collect(), Dtype::F32)],
+                StoredDtype::Int8 if tensor.ndim() >= 2 => {
+                    let (quantised, scales) = quantise_per_channel(tensor);
+                    let scale_bytes = scales.iter().flat_map(|v| v.to_le_bytes()).collect();
+                    vec![
+                        (format!("{name}{SCALE_SUFFIX}"), vec![shape[0]], scale_bytes, Dtype::F32),
+                        (name, shape, quantised.iter().map(|q| *q as u8).collect(), Dtype::I8),
+                    ]
+                }
+                StoredDtype::F16 | StoredDtype::Int8 => {
+                    vec![(name, shape, tensor.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect(), Dtype::F16)]
+                }
+            }
         })
         .collect();
     let views = encoded
@@ -71,7 +85,7 @@ pub fn save_with_extras(
 }
 
 /// Reads a model file: checks the format tag, rebuilds the architecture from the metadata and
-/// fills every tensor, checking names, shapes and dtypes (F32, F16 or BF16).
+/// fills every tensor, checking names, shapes and dtypes (F32, F16, BF16, or I8 with scales).
 pub fn load_model(bytes: &[u8]) -> Result<LoadedModel> {
     load_with_extras(bytes).map(|(model, _)| model)
 }
@@ -93,7 +107,7 @@ pub fn load_with_extras(bytes: &[u8]) -> Result<(LoadedModel, Vec<(String, Tenso
 
     let mut network = Network::new(spec, 0)?;
     let expected = network.named_tensors().len();
-    let model_tensor_count = tensors.names().iter().filter(|n| !n.starts_with(EXTRA_PREFIX)).count();
+    let model_tensor_count = tensors.names().iter().filter(|n| !n.starts_with(EXTRA_PREFIX) && !n.ends_with(SCALE_SUFFIX)).count();
     if model_tensor_count != expected {
         return Err(FerError::Model(format!("the file has {model_tensor_count} tensors, the architecture needs {expected}")));
     }
@@ -106,7 +120,10 @@ pub fn load_with_extras(bytes: &[u8]) -> Result<(LoadedModel, Vec<(String, Tenso
                 target.shape()
             )));
         }
-        let values = decode(&name, &view)?;
+        let values = match view.dtype() {
+            Dtype::I8 => dequantise(&name, &view, &tensors)?,
+            _ => decode(&name, &view)?,
+        };
         if values.iter().any(|v| !v.is_finite()) {
             return Err(FerError::Model(format!("tensor '{name}' holds NaN or infinite values")));
         }
@@ -127,8 +144,40 @@ fn decode(name: &str, view: &TensorView) -> Result<Vec<f32>> {
         Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
         Dtype::F16 => data.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
         Dtype::BF16 => data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        other => return Err(FerError::Model(format!("tensor '{name}' is {other:?}; only F32, F16 and BF16 are supported"))),
+        other => {
+            return Err(FerError::Model(format!("tensor '{name}' is {other:?}; only F32, F16, BF16 and (for weights) I8 are supported")))
+        }
     })
+}
+
+/// Per row of axis 0 (an output channel): `q = round(w / scale)` with `scale = max |w| / 127`.
+fn quantise_per_channel(tensor: &Tensor) -> (Vec<i8>, Vec<f32>) {
+    let rows = tensor.shape()[0];
+    let per_row = tensor.len() / rows;
+    let values: Vec<f32> = tensor.iter().copied().collect();
+    let mut quantised = Vec::with_capacity(values.len());
+    let mut scales = Vec::with_capacity(rows);
+    for row in values.chunks(per_row) {
+        let scale = row.iter().fold(0.0f32, |m, v| m.max(v.abs())) / 127.0;
+        scales.push(scale);
+        quantised.extend(row.iter().map(|v| if scale > 0.0 { (v / scale).round().clamp(-127.0, 127.0) as i8 } else { 0 }));
+    }
+    (quantised, scales)
+}
+
+/// The f32 values of an int8 tensor: each row of axis 0 times its scale from `{name}.scale`.
+fn dequantise(name: &str, view: &TensorView, tensors: &SafeTensors) -> Result<Vec<f32>> {
+    let scale_name = format!("{name}{SCALE_SUFFIX}");
+    let scale_view = tensors
+        .tensor(&scale_name)
+        .map_err(|_| FerError::Model(format!("int8 tensor '{name}' has no scales ('{scale_name}') in the file")))?;
+    let rows = view.shape().first().copied().unwrap_or(0);
+    if scale_view.shape() != [rows] || rows == 0 {
+        return Err(FerError::Model(format!("'{scale_name}' has shape {:?}, expected [{rows}]", scale_view.shape())));
+    }
+    let scales = decode(&scale_name, &scale_view)?;
+    let per_row = view.data().len() / rows;
+    Ok(view.data().iter().enumerate().map(|(i, &q)| q as i8 as f32 * scales[i / per_row]).collect())
 }
 
 fn model_error(e: safetensors::SafeTensorError) -> FerError {
