@@ -143,6 +143,15 @@ impl Network {
         named
     }
 
+    /// The saved tensors of layer `index` by name (`weight`, `running_mean`, ...).
+    pub fn layer_tensors(&self, index: usize) -> Vec<(&'static str, &Tensor)> {
+        self.layers[index].saved_tensors()
+    }
+
+    pub fn layer_tensors_mut(&mut self, index: usize) -> Vec<(&'static str, &mut Tensor)> {
+        self.layers[index].saved_tensors_mut()
+    }
+
     /// Mutable access to the tensors of [`Network::named_tensors`], for loading.
     pub fn named_tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
         let mut named = Vec::new();

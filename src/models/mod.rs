@@ -1,7 +1,9 @@
 //! Model presets (architectures as data) and the model file format.
 
 pub mod file;
+pub mod grow;
 pub mod presets;
 
 pub use file::{load_model, save_model, LoadedModel, StoredDtype};
+pub use grow::deepen;
 pub use presets::{preset, PRESETS};

@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use fer_cnn::data::input::AugmentConfig;
 use fer_cnn::data::{read_fer2013_path, Dataset, Parsed, Usage, EMOTIONS};
 use fer_cnn::engine::{Network, OptimizerKind};
-use fer_cnn::models::{load_model, preset, save_model, LoadedModel, StoredDtype, PRESETS};
+use fer_cnn::models::{deepen, load_model, preset, save_model, LoadedModel, StoredDtype, PRESETS};
 use fer_cnn::train::{evaluate, recalibrate_batch_norm, Schedule, Teacher, TrainConfig, Trainer, Tta};
 use fer_cnn::{FerError, Result};
 
@@ -82,11 +82,12 @@ struct TrainArgs {
     /// FER2013 CSV (.csv or .csv.gz)
     #[arg(long)]
     csv: PathBuf,
-    /// Architecture
-    #[arg(long, default_value = "seed")]
-    preset: String,
-    /// Start from this model's weights (and architecture) instead of a fresh preset
-    #[arg(long, conflicts_with = "preset")]
+    /// Architecture [default: seed, or --init's]
+    #[arg(long)]
+    preset: Option<String>,
+    /// Start from this model's weights instead of a fresh preset; with a deeper --preset, grow
+    /// the model into it (its function unchanged: the added conv layers start as the identity)
+    #[arg(long)]
     init: Option<PathBuf>,
     /// Train on the first N Training rows only (the paper used 6,000)
     #[arg(long)]
@@ -142,6 +143,9 @@ struct TrainArgs {
     /// Store weights as f16 (half the size)
     #[arg(long)]
     half: bool,
+    /// Store conv and dense weights as 8-bit integers with per-channel scales (a quarter the size)
+    #[arg(long, conflicts_with = "half")]
+    int8: bool,
     /// Continue from the checkpoint written next to --out (OUT.ckpt) after every epoch
     #[arg(long)]
     resume: bool,
@@ -179,6 +183,9 @@ struct RecalibrateArgs {
     /// Store weights as f16 (half the size)
     #[arg(long)]
     half: bool,
+    /// Store conv and dense weights as 8-bit integers with per-channel scales (a quarter the size)
+    #[arg(long, conflicts_with = "half")]
+    int8: bool,
     /// Where to write the recalibrated model (.safetensors)
     #[arg(long)]
     out: PathBuf,
@@ -278,9 +285,19 @@ fn train(args: TrainArgs) -> Result<()> {
         eprintln!("resumed {} after epoch {}", checkpoint_path.display(), trainer.epoch());
         trainer
     } else {
-        let network = match &args.init {
-            Some(path) => load_model(&read_file(path)?)?.network,
-            None => Network::new(preset(&args.preset)?, args.seed)?,
+        let network = match (&args.init, &args.preset) {
+            (Some(path), None) => load_model(&read_file(path)?)?.network,
+            (Some(path), Some(name)) => {
+                let small = load_model(&read_file(path)?)?.network;
+                let spec = preset(name)?;
+                if *small.spec() == spec {
+                    small
+                } else {
+                    eprintln!("growing '{}' into '{name}'", small.spec().name);
+                    deepen(&small, spec, args.seed, |network| recalibrate_batch_norm(network, &data, &train_rows))?
+                }
+            }
+            (None, name) => Network::new(preset(name.as_deref().unwrap_or("seed"))?, args.seed)?,
         };
         let trainer = Trainer::new(network, config, &data, train_rows.clone())?;
         match teacher {
@@ -332,7 +349,7 @@ fn train(args: TrainArgs) -> Result<()> {
         write_file(&checkpoint_path, &trainer.checkpoint()?)?;
     }
 
-    let dtype = if args.half { StoredDtype::F16 } else { StoredDtype::F32 };
+    let dtype = stored_dtype(args.half, args.int8);
     let mut network = as_stored(&trainer.network, dtype)?;
     let train_eval = evaluate(&mut network, &data, &train_rows, Tta::None);
     println!("final: train accuracy {:.2}% (no augmentation, eval mode)", train_eval.accuracy * 100.0);
@@ -389,7 +406,7 @@ fn recalibrate(args: RecalibrateArgs) -> Result<()> {
     let publictest = |network: &mut Network| (!test_rows.is_empty()).then(|| evaluate(network, &data, &test_rows, Tta::None).accuracy);
     let before = publictest(&mut network);
     recalibrate_batch_norm(&mut network, &data, &train_rows);
-    let dtype = if args.half { StoredDtype::F16 } else { StoredDtype::F32 };
+    let dtype = stored_dtype(args.half, args.int8);
     let mut network = as_stored(&network, dtype)?;
     let after = publictest(&mut network);
     eprintln!("batch-norm statistics measured on {} Training faces", train_rows.len());
@@ -407,8 +424,16 @@ fn recalibrate(args: RecalibrateArgs) -> Result<()> {
     Ok(())
 }
 
+fn stored_dtype(half: bool, int8: bool) -> StoredDtype {
+    match (half, int8) {
+        (_, true) => StoredDtype::Int8,
+        (true, false) => StoredDtype::F16,
+        (false, false) => StoredDtype::F32,
+    }
+}
+
 /// `network` with its weights as `dtype` stores them, so that the accuracies written into a
-/// file are those of the file (f16 rounding moves a few faces).
+/// file are those of the file (f16 or int8 rounding moves a few faces).
 fn as_stored(network: &Network, dtype: StoredDtype) -> Result<Network> {
     Ok(load_model(&save_model(network, dtype, &HashMap::new())?)?.network)
 }

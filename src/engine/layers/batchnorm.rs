@@ -11,7 +11,8 @@ use super::{Layer, Mode, Param};
 use crate::engine::parallel::{map_ranges, map_sample_chunks};
 use crate::engine::tensor::{as_slice, as_slice_mut, Tensor};
 
-const EPSILON: f32 = 1e-5;
+/// Added to the variance before its square root.
+pub const EPSILON: f32 = 1e-5;
 /// Weight of the newest batch in the running statistics (PyTorch's default).
 const MOMENTUM: f32 = 0.1;
 

@@ -9,7 +9,7 @@ mod dense;
 mod pool;
 
 pub use activation::{Dropout, Flatten, Relu};
-pub use batchnorm::BatchNorm;
+pub use batchnorm::{BatchNorm, EPSILON as BATCH_NORM_EPSILON};
 pub use conv::Conv2d;
 pub use dense::Dense;
 pub use pool::{AvgPool2d, GlobalAvgPool, MaxPool2d};
