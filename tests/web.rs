@@ -82,6 +82,15 @@ fn train_predict_save_and_load_in_the_browser() {
     let mut reloaded = reloaded;
     assert_eq!(reloaded.predict(&faces, "none").unwrap_or_else(|_| panic!("predicts")), probs);
 
+    // An int8 file (as the default model may ship) loads and predicts nearly the same.
+    let network = fer_cnn::models::load_model(&bytes).unwrap_or_else(|_| panic!("loads natively")).network;
+    let int8 = fer_cnn::models::save_model(&network, fer_cnn::models::StoredDtype::Int8, &Default::default())
+        .unwrap_or_else(|_| panic!("saves as int8"));
+    let mut quantised = Model::from_bytes(&int8).unwrap_or_else(|_| panic!("int8 loads"));
+    let quantised_probs = quantised.predict(&faces, "none").unwrap_or_else(|_| panic!("predicts"));
+    let largest = quantised_probs.iter().zip(&probs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(largest < 0.02, "int8 moved a probability by {largest}");
+
     assert!(Model::from_bytes(&bytes[..bytes.len() / 2]).is_err(), "a truncated file is refused");
     assert!(model.predict(&faces[..100], "none").is_err(), "a partial face is refused");
 }
