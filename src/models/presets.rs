@@ -9,7 +9,7 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("seed", "the paper's CNN: conv 4x4x8 → pool → conv 2x2x16 → pool → dense 64 → 7"),
     ("mlp", "the paper's plain neural-net baseline: one hidden layer of 256"),
     ("deep", "VGG-style: 7 3x3 convs with batch-norm (32 to 256 filters), dropout, dense 7"),
-    ("deeper", "deep with a third 128-filter conv and a second 256-filter conv: 9 convs, 1.5 M weights"),
+    ("deeper", "deep with a third 128-filter conv and a second 256-filter conv: 9 convs, 1.3 M weights"),
 ];
 
 fn conv(filters: usize, kernel: usize) -> LayerSpec {
@@ -61,7 +61,7 @@ pub fn preset(name: &str) -> Result<ModelSpec> {
         // VGG-style, the paper's future work: 3x3 convs with batch-norm, doubling the width at
         // each halving of the resolution. 48² ×32,32 → 24² ×64,64 → 12² ×128,128 → 6² ×256 → 3².
         "deep" => vgg(name, &[&[32, 32], &[64, 64], &[128, 128], &[256]]),
-        // More depth where the maps are small, so it costs 1.4x deep's multiply-adds for 2.5x its
+        // More depth where the maps are small, so it costs 1.4x deep's multiply-adds for 2.2x its
         // weights (int8 keeps them under 2 MB).
         "deeper" => vgg(name, &[&[32, 32], &[64, 64], &[128, 128, 128], &[256, 256]]),
         _ => {
