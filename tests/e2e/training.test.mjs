@@ -127,6 +127,18 @@ test('drop FER2013, train seed for an epoch, keep the model across a reload', ()
   assert.equal(metadata.train_rows, String(ROWS.Training));
   assert.match(metadata.publictest_accuracy, /^0\.\d{4}$|^1\.0000$/);
 
+  // The same model with 16-bit weights: every tensor F16, half the bytes of f32.
+  await page.selectOption('#model-download-precision', 'f16');
+  const [halfDownload] = await Promise.all([page.waitForEvent('download'), page.click('#model-download')]);
+  assert.match(halfDownload.suggestedFilename(), /^fer-seed-trained-f16\.safetensors$/);
+  const halfBytes = await fs.readFile(await halfDownload.path());
+  const halfHeaderLength = Number(halfBytes.readBigUInt64LE(0));
+  const halfHeader = JSON.parse(halfBytes.subarray(8, 8 + halfHeaderLength).toString());
+  const dtypes = new Set(Object.entries(halfHeader).filter(([name]) => name !== '__metadata__').map(([, t]) => t.dtype));
+  assert.deepEqual([...dtypes], ['F16']);
+  const tensorBytes = (file, header) => file.length - 8 - header;
+  assert.equal(2 * tensorBytes(halfBytes, halfHeaderLength), tensorBytes(bytes, headerLength));
+
   // A truncated model file is refused and the trained model stays in use.
   await page.setInputFiles('#model-file', { name: 'broken.safetensors', mimeType: 'application/octet-stream', buffer: bytes.subarray(0, bytes.length >> 1) });
   await page.waitForSelector('#keep-error:not([hidden])');

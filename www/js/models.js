@@ -106,13 +106,13 @@ export class ModelRegistry extends EventTarget {
     return this.entries.get(id)?.model.describe();
   }
 
-  /// The current model as a `.safetensors` download.
-  downloadCurrent() {
+  /// The current model as a `.safetensors` download, with 16-bit weights when `half`.
+  downloadCurrent(half) {
     const description = this.current().describe();
-    const bytes = this.current().toBytes(false);
+    const bytes = this.current().toBytes(half);
     const link = document.createElement('a');
     link.href = URL.createObjectURL(new Blob([bytes], { type: 'application/octet-stream' }));
-    link.download = `fer-${description.spec.name}-${this.currentId}.safetensors`;
+    link.download = `fer-${description.spec.name}-${this.currentId}${half ? '-f16' : ''}.safetensors`;
     link.click();
     // The download has started from the object URL by the time the next task runs.
     setTimeout(() => URL.revokeObjectURL(link.href), 0);

@@ -495,8 +495,12 @@ async function keepSection(page) {
 
   $('#model-download').addEventListener('click', () => {
     show(error, '');
-    registry.downloadCurrent();
-    status.textContent = `Downloading "${registry.currentLabel()}".`;
+    try {
+      registry.downloadCurrent($('#model-download-precision').value === 'f16');
+      status.textContent = `Downloading "${registry.currentLabel()}".`;
+    } catch (e) {
+      show(error, `Could not write "${registry.currentLabel()}" as a file: ${e.message ?? e}`);
+    }
   });
 
   const fileInput = $('#model-file');
