@@ -86,7 +86,11 @@ fn check_layer_on_batch(spec: LayerSpec, shape: &[usize], batch: usize) {
 }
 
 fn conv(filters: usize, kernel: usize, stride: usize, padding: Padding) -> LayerSpec {
-    LayerSpec::Conv2d { filters, kernel, stride, padding }
+    LayerSpec::Conv2d { filters, kernel, stride, padding, groups: 1 }
+}
+
+fn grouped_conv(filters: usize, kernel: usize, groups: usize) -> LayerSpec {
+    LayerSpec::Conv2d { filters, kernel, stride: 1, padding: Padding::Same, groups }
 }
 
 #[test]
@@ -109,24 +113,34 @@ fn conv2d_valid_and_strided() {
 }
 
 #[test]
+fn conv2d_grouped() {
+    check_layer(grouped_conv(4, 3, 2), &[6, 5, 5]);
+    check_layer(grouped_conv(6, 2, 3), &[3, 4, 5]);
+    check_layer_on_batch(grouped_conv(4, 3, 4), &[4, 5, 4], 19);
+}
+
+#[test]
 fn conv2d_over_several_parallel_chunks() {
     // More samples than one chunk of `engine::parallel`: partial gradients are summed.
     check_layer_on_batch(conv(3, 3, 1, Padding::Same), &[2, 5, 5], 19);
 }
 
-/// Cross-correlation by its definition, `[n, c, h, w]` → `[n, f, oh, ow]`, stride 1.
+/// Cross-correlation by its definition, `[n, c, h, w]` → `[n, f, oh, ow]`, stride 1; with a
+/// weight `[f, c / groups, k, k]`, filter `f` sees only the channels of its group.
 fn direct_conv(x: &Tensor, weight: &Tensor, bias: &Tensor, [out_h, out_w]: [usize; 2], [pad_top, pad_left]: [usize; 2]) -> Tensor {
     let (n, channels, in_h, in_w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
-    let (filters, k) = (weight.shape()[0], weight.shape()[2]);
+    let (filters, group_channels, k) = (weight.shape()[0], weight.shape()[1], weight.shape()[2]);
+    let group_filters = filters / (channels / group_channels);
     Tensor::from_shape_fn(IxDyn(&[n, filters, out_h, out_w]), |index| {
         let (s, f, oy, ox) = (index[0], index[1], index[2], index[3]);
+        let first_channel = f / group_filters * group_channels;
         let mut sum = bias[[f]] as f64;
-        for c in 0..channels {
+        for c in 0..group_channels {
             for ki in 0..k {
                 for kj in 0..k {
                     let (iy, ix) = ((oy + ki) as isize - pad_top as isize, (ox + kj) as isize - pad_left as isize);
                     if (0..in_h as isize).contains(&iy) && (0..in_w as isize).contains(&ix) {
-                        sum += weight[[f, c, ki, kj]] as f64 * x[[s, c, iy as usize, ix as usize]] as f64;
+                        sum += weight[[f, c, ki, kj]] as f64 * x[[s, first_channel + c, iy as usize, ix as usize]] as f64;
                     }
                 }
             }
@@ -138,8 +152,8 @@ fn direct_conv(x: &Tensor, weight: &Tensor, bias: &Tensor, [out_h, out_w]: [usiz
 #[test]
 fn conv2d_forward_is_the_definition() {
     // The gradient checks above test backward against forward; this tests forward itself
-    // (im2col and its padding arithmetic), for odd and even kernels, every padding, one
-    // sample and several parallel chunks.
+    // (im2col and its padding arithmetic), for odd and even kernels, every padding, channel
+    // groups, one sample and several parallel chunks.
     let cases = [
         (conv(3, 3, 1, Padding::Same), [2, 7, 6], [1, 1]),
         (conv(4, 3, 1, Padding::Same), [5, 1, 1], [1, 1]),
@@ -147,6 +161,8 @@ fn conv2d_forward_is_the_definition() {
         (conv(2, 2, 1, Padding::Same), [3, 5, 5], [0, 0]),
         (conv(3, 3, 1, Padding::Valid), [2, 6, 7], [0, 0]),
         (conv(3, 3, 1, Padding::Explicit(2)), [3, 5, 4], [2, 2]),
+        (grouped_conv(4, 3, 2), [6, 5, 5], [1, 1]),
+        (grouped_conv(6, 2, 3), [3, 4, 5], [0, 0]),
     ];
     for (spec, shape, pads) in cases {
         for batch in [1, 19] {

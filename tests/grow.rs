@@ -52,7 +52,7 @@ fn architectures_that_cannot_be_grown_are_refused_with_the_reason() {
 
     // A conv that changes the channel count cannot start as the identity.
     let mut narrowing = preset("deeper").unwrap();
-    narrowing.layers[20] = LayerSpec::Conv2d { filters: 64, kernel: 3, stride: 1, padding: Padding::Same };
+    narrowing.layers[20] = LayerSpec::Conv2d { filters: 64, kernel: 3, stride: 1, padding: Padding::Same, groups: 1 };
     let message = error(narrowing);
     assert!(message.contains("64 filters on 128 channels"), "{message}");
 

@@ -13,7 +13,7 @@ pub const PRESETS: &[(&str, &str)] = &[
 ];
 
 fn conv(filters: usize, kernel: usize) -> LayerSpec {
-    LayerSpec::Conv2d { filters, kernel, stride: 1, padding: Padding::Same }
+    LayerSpec::Conv2d { filters, kernel, stride: 1, padding: Padding::Same, groups: 1 }
 }
 
 fn spec(name: &str, layers: Vec<LayerSpec>) -> ModelSpec {

@@ -3,6 +3,10 @@
 //! (see `parallel`) sit side by side in one `cols` matrix, so each chunk is one large gemm.
 //! Backward recomputes `cols` instead of keeping it, which costs a memory pass but keeps
 //! training memory at the size of the activations (this matters in wasm).
+//!
+//! With `groups > 1` the channels and filters are split into that many groups and each
+//! group of filters sees only its group of channels (as in AlexNet and ResNeXt): `cols`'s rows
+//! are ordered by channel, so group `g` is one band of rows and one gemm per group does it.
 
 use ndarray::IxDyn;
 use rand_distr::{Distribution, Normal};
@@ -18,11 +22,12 @@ pub struct Conv2d {
     filters: usize,
     kernel: usize,
     stride: usize,
+    groups: usize,
     pad_top: usize,
     pad_left: usize,
     out_h: usize,
     out_w: usize,
-    /// `[filters, in_channels, kernel, kernel]`
+    /// `[filters, in_channels / groups, kernel, kernel]`
     weight: Param,
     /// `[filters]`
     bias: Param,
@@ -59,14 +64,18 @@ impl Conv2d {
         kernel: usize,
         stride: usize,
         padding: Padding,
+        groups: usize,
         rng: &mut Rng,
     ) -> Result<Conv2d, String> {
+        if groups == 0 || !in_channels.is_multiple_of(groups) || !filters.is_multiple_of(groups) {
+            return Err(format!("{groups} groups do not divide {in_channels} input channels and {filters} filters evenly"));
+        }
         let (out_h, pad_top) = axis_geometry(in_h, kernel, stride, padding)?;
         let (out_w, pad_left) = axis_geometry(in_w, kernel, stride, padding)?;
-        let fan_in = in_channels * kernel * kernel;
+        let fan_in = in_channels / groups * kernel * kernel;
         // He initialisation: keeps activation variance steady through ReLU layers.
         let normal = Normal::new(0.0, (2.0 / fan_in as f32).sqrt()).map_err(|e| e.to_string())?;
-        let weight = Tensor::from_shape_simple_fn(IxDyn(&[filters, in_channels, kernel, kernel]), || normal.sample(rng));
+        let weight = Tensor::from_shape_simple_fn(IxDyn(&[filters, in_channels / groups, kernel, kernel]), || normal.sample(rng));
         Ok(Conv2d {
             in_channels,
             in_h,
@@ -74,6 +83,7 @@ impl Conv2d {
             filters,
             kernel,
             stride,
+            groups,
             pad_top,
             pad_left,
             out_h,
@@ -88,8 +98,18 @@ impl Conv2d {
         [self.filters, self.out_h, self.out_w]
     }
 
+    /// Rows of `cols`: every input channel's `k·k` taps.
     fn patch_len(&self) -> usize {
         self.in_channels * self.kernel * self.kernel
+    }
+
+    /// The rows of `cols` (and columns of `weight`) one group of filters sees.
+    fn group_patch_len(&self) -> usize {
+        self.patch_len() / self.groups
+    }
+
+    fn group_filters(&self) -> usize {
+        self.filters / self.groups
     }
 
     fn in_len(&self) -> usize {
@@ -187,18 +207,28 @@ impl Layer for Conv2d {
         let mut output = Tensor::zeros(IxDyn(&[n, self.filters, self.out_h, self.out_w]));
         let this = &*self;
         let (patch, ohw, in_len, out_len) = (this.patch_len(), this.out_h * this.out_w, this.in_len(), this.out_len());
+        let (group_patch, group_filters) = (this.group_patch_len(), this.group_filters());
         let x = as_slice(&input);
-        let weight = matrix(as_slice(&this.weight.value), this.filters, patch);
+        let weight = as_slice(&this.weight.value);
         let bias = as_slice(&this.bias.value);
         map_sample_chunks(as_slice_mut(&mut output), out_len, |samples, out| {
-            // One gemm for the whole chunk: the weights are packed once, not once per sample.
+            // One gemm per group for the whole chunk: the weights are packed once, not once per sample.
             let width = samples.len() * ohw;
             let mut cols = vec![0.0f32; patch * width];
             for (j, sample) in samples.clone().enumerate() {
                 this.im2col(&x[sample * in_len..(sample + 1) * in_len], &mut cols, width, j * ohw);
             }
             let mut y = vec![0.0f32; this.filters * width];
-            gemm(1.0, &weight, &matrix(&cols, patch, width), 0.0, &mut matrix_mut(&mut y, this.filters, width));
+            let groups = weight.chunks_exact(group_filters * group_patch).zip(cols.chunks_exact(group_patch * width));
+            for ((w, c), y) in groups.zip(y.chunks_exact_mut(group_filters * width)) {
+                gemm(
+                    1.0,
+                    &matrix(w, group_filters, group_patch),
+                    &matrix(c, group_patch, width),
+                    0.0,
+                    &mut matrix_mut(y, group_filters, width),
+                );
+            }
             for j in 0..samples.len() {
                 for (f, &b) in bias.iter().enumerate() {
                     let source = &y[f * width + j * ohw..][..ohw];
@@ -218,9 +248,10 @@ impl Layer for Conv2d {
         let n = input.shape()[0];
         let this = &*self;
         let (patch, ohw, in_len, out_len) = (this.patch_len(), this.out_h * this.out_w, this.in_len(), this.out_len());
+        let (group_patch, group_filters) = (this.group_patch_len(), this.group_filters());
         let x = as_slice(&input);
         let dy_all = as_slice(&grad_output);
-        let weight = matrix(as_slice(&this.weight.value), this.filters, patch);
+        let weight = as_slice(&this.weight.value);
 
         // Per-chunk weight and bias gradients; `dx` is this chunk's part of the input gradient.
         let chunk_grads = |samples: std::ops::Range<usize>, dx: Option<&mut [f32]>| {
@@ -234,13 +265,21 @@ impl Layer for Conv2d {
                     dy[f * width + j * ohw..][..ohw].copy_from_slice(&dy_all[sample * out_len + f * ohw..][..ohw]);
                 }
             }
-            let dy_matrix = matrix(&dy, this.filters, width);
-            let mut dw = vec![0.0f32; this.filters * patch];
-            gemm(1.0, &dy_matrix, &matrix(&cols, patch, width).t(), 0.0, &mut matrix_mut(&mut dw, this.filters, patch));
+            // Per group g: dw_g = dy_g · cols_gᵀ and dcols_g = w_gᵀ · dy_g.
+            let mut dw = vec![0.0f32; this.filters * group_patch];
+            let per_group = dy.chunks_exact(group_filters * width).zip(cols.chunks_exact(group_patch * width));
+            for ((dy, c), dw) in per_group.zip(dw.chunks_exact_mut(group_filters * group_patch)) {
+                let (dy, c) = (matrix(dy, group_filters, width), matrix(c, group_patch, width));
+                gemm(1.0, &dy, &c.t(), 0.0, &mut matrix_mut(dw, group_filters, group_patch));
+            }
             let db: Vec<f32> = dy.chunks_exact(width).map(|row| row.iter().sum()).collect();
             if let Some(dx) = dx {
                 let mut dcols = cols;
-                gemm(1.0, &weight.t(), &dy_matrix, 0.0, &mut matrix_mut(&mut dcols, patch, width));
+                let per_group = weight.chunks_exact(group_filters * group_patch).zip(dy.chunks_exact(group_filters * width));
+                for ((w, dy), dc) in per_group.zip(dcols.chunks_exact_mut(group_patch * width)) {
+                    let (w, dy) = (matrix(w, group_filters, group_patch), matrix(dy, group_filters, width));
+                    gemm(1.0, &w.t(), &dy, 0.0, &mut matrix_mut(dc, group_patch, width));
+                }
                 for j in 0..samples.len() {
                     this.col2im(&dcols, width, j * ohw, &mut dx[j * in_len..(j + 1) * in_len]);
                 }
@@ -278,6 +317,6 @@ impl Layer for Conv2d {
     }
 
     fn macs(&self) -> usize {
-        self.filters * self.patch_len() * self.out_h * self.out_w
+        self.filters * self.group_patch_len() * self.out_h * self.out_w
     }
 }

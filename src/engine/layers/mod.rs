@@ -103,15 +103,41 @@ pub enum Padding {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum LayerSpec {
-    Conv2d { filters: usize, kernel: usize, stride: usize, padding: Padding },
-    MaxPool { window: usize, stride: usize },
-    AvgPool { window: usize, stride: usize },
+    Conv2d {
+        filters: usize,
+        kernel: usize,
+        stride: usize,
+        padding: Padding,
+        /// Channel groups (1: every filter sees every channel); left out of files when 1.
+        #[serde(default = "one_group", skip_serializing_if = "is_one_group")]
+        groups: usize,
+    },
+    MaxPool {
+        window: usize,
+        stride: usize,
+    },
+    AvgPool {
+        window: usize,
+        stride: usize,
+    },
     GlobalAvgPool,
-    Dense { units: usize },
+    Dense {
+        units: usize,
+    },
     BatchNorm,
     Relu,
     Flatten,
-    Dropout { rate: f32 },
+    Dropout {
+        rate: f32,
+    },
+}
+
+fn one_group() -> usize {
+    1
+}
+
+fn is_one_group(groups: &usize) -> bool {
+    *groups == 1
 }
 
 /// A per-sample activation shape: `[c, h, w]` for images, `[features]` after flattening.
@@ -142,12 +168,13 @@ fn positive(spec: &LayerSpec, what: &str, value: usize) -> Result<()> {
 /// returns it with its output shape. Errors name the layer and the shape that does not fit.
 pub fn build_layer(spec: &LayerSpec, shape: &Shape, rng: &mut Rng) -> Result<(Box<dyn Layer>, Shape)> {
     Ok(match *spec {
-        LayerSpec::Conv2d { filters, kernel, stride, padding } => {
+        LayerSpec::Conv2d { filters, kernel, stride, padding, groups } => {
             positive(spec, "filters", filters)?;
             positive(spec, "kernel", kernel)?;
             positive(spec, "stride", stride)?;
+            positive(spec, "groups", groups)?;
             let input = expect_image(spec, shape)?;
-            let layer = Conv2d::new(input, filters, kernel, stride, padding, rng)
+            let layer = Conv2d::new(input, filters, kernel, stride, padding, groups, rng)
                 .map_err(|e| FerError::Model(format!("{spec:?} on input {shape:?}: {e}")))?;
             let out = layer.output_shape();
             (Box::new(layer), out.to_vec())
