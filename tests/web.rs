@@ -96,6 +96,30 @@ fn train_predict_save_and_load_in_the_browser() {
 }
 
 #[wasm_bindgen_test]
+fn a_merged_model_averages_its_members_in_the_browser() {
+    use fer_cnn::engine::Network;
+    use fer_cnn::models::{merge, preset, save_model, StoredDtype};
+    use fer_cnn::train::{predict_faces, Tta};
+    let deep = || preset("deep").unwrap_or_else(|_| panic!("deep is a preset"));
+    let mut members: Vec<Network> = [1, 2].map(|seed| Network::new(deep(), seed).unwrap_or_else(|_| panic!("builds"))).into();
+    let merged = merge(&members).unwrap_or_else(|_| panic!("merges"));
+    let bytes = save_model(&merged, StoredDtype::F32, &Default::default()).unwrap_or_else(|_| panic!("saves"));
+    let mut model = Model::from_bytes(&bytes).unwrap_or_else(|_| panic!("a merged model loads"));
+    let faces: Vec<u8> = (0..2 * 48 * 48).map(|i| (i * 37 % 251) as u8).collect();
+    let probs = model.predict(&faces, "none").unwrap_or_else(|_| panic!("predicts"));
+    // log-probabilities are logits less a per-face constant, so their mean's softmax is the
+    // softmax of the mean logits.
+    let mut mean_log = ndarray::Array2::<f32>::zeros((2, 7));
+    for member in &mut members {
+        mean_log += &(predict_faces(member, &faces, Tta::None).mapv(f32::ln) / 2.0);
+    }
+    let expected = fer_cnn::engine::loss::softmax(mean_log.view());
+    for (i, (got, want)) in probs.iter().zip(expected.iter()).enumerate() {
+        assert!((got - want).abs() < 1e-5, "probability {i}: merged {got} vs members {want}");
+    }
+}
+
+#[wasm_bindgen_test]
 fn batch_norm_statistics_are_recalibrated_in_the_browser() {
     let data = load(&common::synthetic_csv(2, &["Training", "PublicTest"], 3), 1 << 16);
     let config = serde_wasm_bindgen::to_value(&TrainConfig { epochs: 1, batch_size: 14, ..TrainConfig::default() }).unwrap();

@@ -2,8 +2,10 @@
 
 pub mod file;
 pub mod grow;
+pub mod merge;
 pub mod presets;
 
 pub use file::{load_model, save_model, LoadedModel, StoredDtype};
 pub use grow::deepen;
+pub use merge::merge;
 pub use presets::{preset, PRESETS};
