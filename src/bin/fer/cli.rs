@@ -143,12 +143,8 @@ struct TrainArgs {
     /// With --teacher: the teacher's share of each target (the label keeps the rest)
     #[arg(long, default_value_t = 0.5, requires = "teacher")]
     distill: f32,
-    /// Store weights as f16 (half the size)
-    #[arg(long)]
-    half: bool,
-    /// Store conv and dense weights as 8-bit integers with per-channel scales (a quarter the size)
-    #[arg(long, conflicts_with = "half")]
-    int8: bool,
+    #[command(flatten)]
+    precision: Precision,
     /// Continue from the checkpoint written next to --out (OUT.ckpt) after every epoch
     #[arg(long)]
     resume: bool,
@@ -183,15 +179,32 @@ struct RecalibrateArgs {
     /// FER2013 CSV (.csv or .csv.gz) with Training rows
     #[arg(long)]
     csv: PathBuf,
+    #[command(flatten)]
+    precision: Precision,
+    /// Where to write the recalibrated model (.safetensors)
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// How a written model stores its weights (f32 unless one of these is given).
+#[derive(clap::Args)]
+struct Precision {
     /// Store weights as f16 (half the size)
     #[arg(long)]
     half: bool,
     /// Store conv and dense weights as 8-bit integers with per-channel scales (a quarter the size)
     #[arg(long, conflicts_with = "half")]
     int8: bool,
-    /// Where to write the recalibrated model (.safetensors)
-    #[arg(long)]
-    out: PathBuf,
+}
+
+impl Precision {
+    fn dtype(&self) -> StoredDtype {
+        match (self.half, self.int8) {
+            (_, true) => StoredDtype::Int8,
+            (true, false) => StoredDtype::F16,
+            (false, false) => StoredDtype::F32,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -199,12 +212,8 @@ struct MergeArgs {
     /// The models (.safetensors), two or more: repeat --model
     #[arg(long = "model", required = true, num_args = 1)]
     models: Vec<PathBuf>,
-    /// Store weights as f16 (half the size)
-    #[arg(long)]
-    half: bool,
-    /// Store conv and dense weights as 8-bit integers with per-channel scales (a quarter the size)
-    #[arg(long, conflicts_with = "half")]
-    int8: bool,
+    #[command(flatten)]
+    precision: Precision,
     /// Where to write the merged model (.safetensors)
     #[arg(long)]
     out: PathBuf,
@@ -369,7 +378,7 @@ fn train(args: TrainArgs) -> Result<()> {
         write_file(&checkpoint_path, &trainer.checkpoint()?)?;
     }
 
-    let dtype = stored_dtype(args.half, args.int8);
+    let dtype = args.precision.dtype();
     let mut network = as_stored(&trainer.network, dtype)?;
     if dtype == StoredDtype::Int8 && network.has_batch_norm() {
         network = measured_as_int8(network, &data, &train_rows)?;
@@ -428,7 +437,7 @@ fn recalibrate(args: RecalibrateArgs) -> Result<()> {
     let test_rows = data.indices_of(Usage::PublicTest);
     let publictest = |network: &mut Network| (!test_rows.is_empty()).then(|| evaluate(network, &data, &test_rows, Tta::None).accuracy);
     let before = publictest(&mut network);
-    let dtype = stored_dtype(args.half, args.int8);
+    let dtype = args.precision.dtype();
     let mut network = match dtype {
         StoredDtype::Int8 => measured_as_int8(as_stored(&network, dtype)?, &data, &train_rows)?,
         StoredDtype::F32 | StoredDtype::F16 => {
@@ -460,7 +469,7 @@ fn merge_models(args: MergeArgs) -> Result<()> {
     let merged = merge(&members)?;
     let names: Vec<String> = args.models.iter().map(|p| p.display().to_string()).collect();
     let metadata = HashMap::from([("merged_from".to_string(), names.join(", "))]);
-    let bytes = save_model(&merged, stored_dtype(args.half, args.int8), &metadata)?;
+    let bytes = save_model(&merged, args.precision.dtype(), &metadata)?;
     write_file(&args.out, &bytes)?;
     eprintln!(
         "saved {} ({} bytes): '{}', {} parameters, {:.1} M multiply-adds per face",
@@ -471,14 +480,6 @@ fn merge_models(args: MergeArgs) -> Result<()> {
         merged.macs() as f64 / 1e6
     );
     Ok(())
-}
-
-fn stored_dtype(half: bool, int8: bool) -> StoredDtype {
-    match (half, int8) {
-        (_, true) => StoredDtype::Int8,
-        (true, false) => StoredDtype::F16,
-        (false, false) => StoredDtype::F32,
-    }
 }
 
 /// `network` with its weights as `dtype` stores them, so that the accuracies written into a
