@@ -1,0 +1,115 @@
+//! The `fer` command line as a user runs it: train, resume, evaluate, merge and describe a model
+//! on a small synthetic CSV, and the messages it gives for mistakes.
+
+#![cfg(not(target_arch = "wasm32"))]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A fresh directory for one test's files (removed again at the start of the next run).
+fn workdir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fer-cli-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temporary directory");
+    dir
+}
+
+fn fer(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fer")).args(args).current_dir(dir).output().expect("fer runs")
+}
+
+fn succeeds(dir: &Path, args: &[&str]) -> (String, String) {
+    let output = fer(dir, args);
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned());
+    assert!(output.status.success(), "fer {args:?} failed:\n{stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
+/// Runs a command that must fail; returns its stderr.
+fn fails(dir: &Path, args: &[&str]) -> String {
+    let output = fer(dir, args);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "fer {args:?} should have failed:\n{stderr}");
+    stderr
+}
+
+fn write_csv(dir: &Path, per_class: usize, usages: &[&str]) -> String {
+    std::fs::write(dir.join("faces.csv"), common::synthetic_csv(per_class, usages, 7)).expect("CSV written");
+    "faces.csv".to_string()
+}
+
+const TRAIN_SEED: &[&str] = &["train", "--csv", "faces.csv", "--preset", "seed", "--batch", "14", "--lr", "0.01"];
+
+fn eval_json(dir: &Path, model: &str) -> serde_json::Value {
+    let (stdout, _) = succeeds(dir, &["eval", "--model", model, "--csv", "faces.csv", "--usage", "PublicTest", "--json"]);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("--json prints one JSON object ({e}):\n{stdout}"))
+}
+
+#[test]
+fn train_resume_evaluate_merge_and_describe() {
+    let dir = workdir("flow");
+    write_csv(&dir, 6, &["Training", "PublicTest"]);
+
+    let (stdout, _) = succeeds(&dir, &[TRAIN_SEED, &["--epochs", "2", "--seed", "1", "--out", "a.safetensors"]].concat());
+    assert!(stdout.contains("epoch 1:") && stdout.contains("epoch 2:"), "{stdout}");
+    assert!(stdout.contains("final: PublicTest accuracy"), "{stdout}");
+    assert!(dir.join("a.safetensors").exists() && dir.join("a.ckpt").exists());
+
+    // A longer run with --resume continues after the checkpoint's epoch instead of starting over.
+    let (stdout, stderr) = succeeds(&dir, &[TRAIN_SEED, &["--epochs", "3", "--seed", "1", "--resume", "--out", "a.safetensors"]].concat());
+    assert!(stderr.contains("after epoch 2"), "{stderr}");
+    assert!(stdout.contains("epoch 3:") && !stdout.contains("epoch 1:"), "{stdout}");
+
+    succeeds(&dir, &[TRAIN_SEED, &["--epochs", "1", "--seed", "2", "--out", "b.safetensors"]].concat());
+
+    let report = eval_json(&dir, "a.safetensors");
+    let n = report["n"].as_u64().expect("n");
+    assert_eq!(n, 6 * 7, "every PublicTest face is evaluated");
+    let confusion: Vec<Vec<u64>> = serde_json::from_value(report["confusion"].clone()).expect("a 7x7 confusion matrix");
+    assert_eq!(confusion.len(), 7);
+    assert_eq!(confusion.iter().flatten().sum::<u64>(), n);
+    let correct: u64 = (0..7).map(|k| confusion[k][k]).sum();
+    let accuracy = report["accuracy"].as_f64().expect("accuracy");
+    assert!((accuracy - correct as f64 / n as f64).abs() < 1e-6, "accuracy {accuracy} is the diagonal's share");
+
+    let (_, stderr) =
+        succeeds(&dir, &["merge", "--model", "a.safetensors", "--model", "b.safetensors", "--half", "--out", "m.safetensors"]);
+    assert!(stderr.contains("'seed-x2'"), "{stderr}");
+    assert_eq!(eval_json(&dir, "m.safetensors")["n"].as_u64(), Some(n));
+
+    let (stdout, _) = succeeds(&dir, &["info", "m.safetensors"]);
+    assert!(stdout.starts_with("seed-x2:"), "{stdout}");
+    assert!(stdout.contains("merged_from: a.safetensors, b.safetensors"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn mistakes_are_explained_and_exit_non_zero() {
+    let dir = workdir("mistakes");
+    write_csv(&dir, 2, &["Training"]);
+    succeeds(&dir, &[TRAIN_SEED, &["--epochs", "1", "--out", "a.safetensors"]].concat());
+
+    let stderr = fails(&dir, &["eval", "--model", "a.safetensors", "--csv", "missing.csv"]);
+    assert!(stderr.contains("error: ") && stderr.contains("missing.csv"), "{stderr}");
+
+    let stderr = fails(&dir, &["eval", "--model", "a.safetensors", "--csv", "faces.csv", "--usage", "PublicTest"]);
+    assert!(stderr.contains("no rows to evaluate with Usage PublicTest"), "{stderr}");
+
+    let stderr = fails(&dir, &["eval", "--model", "faces.csv", "--csv", "faces.csv"]);
+    assert!(stderr.contains("error: "), "a CSV is not a model: {stderr}");
+
+    let stderr = fails(&dir, &["merge", "--model", "a.safetensors", "--out", "m.safetensors"]);
+    assert!(stderr.contains("two or more models"), "{stderr}");
+
+    let stderr = fails(&dir, &["recalibrate", "--model", "a.safetensors", "--csv", "faces.csv", "--out", "r.safetensors"]);
+    assert!(stderr.contains("no batch-norm layers"), "{stderr}");
+
+    let stderr = fails(&dir, &["info", "no-such-preset"]);
+    assert!(stderr.contains("seed") && stderr.contains("deep"), "the presets are listed: {stderr}");
+
+    let stderr = fails(&dir, &["train", "--csv", "faces.csv", "--half", "--int8", "--out", "x.safetensors"]);
+    assert!(stderr.contains("--int8") && stderr.contains("--half"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
