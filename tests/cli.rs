@@ -107,7 +107,7 @@ fn mistakes_are_explained_and_exit_non_zero() {
     assert!(stderr.contains("no batch-norm layers"), "{stderr}");
 
     let stderr = fails(&dir, &["info", "no-such-preset"]);
-    assert!(stderr.contains("seed") && stderr.contains("deep"), "the presets are listed: {stderr}");
+    assert!(stderr.contains("neither a model file nor a preset") && stderr.contains("seed, mlp, deep"), "{stderr}");
 
     let stderr = fails(&dir, &["train", "--csv", "faces.csv", "--half", "--int8", "--out", "x.safetensors"]);
     assert!(stderr.contains("--int8") && stderr.contains("--half"), "{stderr}");

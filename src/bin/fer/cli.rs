@@ -546,7 +546,9 @@ fn info(model: &str) -> Result<()> {
         let loaded = load_model(&read_file(Path::new(model))?)?;
         (loaded.network, loaded.metadata)
     } else {
-        (Network::new(preset(model)?, 0).map_err(|e| FerError::Config(format!("{e}; presets: {}", preset_names())))?, HashMap::new())
+        let spec = preset(model)
+            .map_err(|_| FerError::Config(format!("'{model}' is neither a model file nor a preset (presets: {})", preset_names())))?;
+        (Network::new(spec, 0)?, HashMap::new())
     };
     let spec = network.spec();
     println!("{}: input {:?}, {} classes", spec.name, spec.input, spec.classes);
