@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// A fresh directory for one test's files (removed again at the start of the next run).
+/// A fresh directory for one test's files (removed when the test passes; kept to look at when it fails).
 fn workdir(test: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("fer-cli-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
