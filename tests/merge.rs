@@ -81,6 +81,42 @@ fn hidden_dense_layers_and_three_members_merge_too() {
     check_merge(linear, &[8, 9]);
 }
 
+/// The largest difference between two networks' tensors of the same name.
+fn largest_tensor_difference(a: &Network, b: &Network) -> f32 {
+    assert_eq!(a.spec(), b.spec());
+    a.named_tensors()
+        .into_iter()
+        .zip(b.named_tensors())
+        .flat_map(|((_, x), (_, y))| x.iter().zip(y.iter()).map(|(p, q)| (p - q).abs()).collect::<Vec<_>>())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn a_merged_member_counts_as_the_models_it_was_merged_from() {
+    // deep-x2 + deep is deep-x3 with equal weights, as if the three had been merged at once.
+    let deep: Vec<Network> = [1, 2, 3].map(|seed| trained_like(preset("deep").unwrap(), seed)).into();
+    let at_once = merge(&deep).unwrap();
+    let pair = merge(&deep[..2]).unwrap();
+    let in_two_steps = merge(&[pair, trained_like(preset("deep").unwrap(), 3)]).unwrap();
+    assert_eq!(in_two_steps.spec().name, "deep-x3");
+    assert!(largest_tensor_difference(&at_once, &in_two_steps) < 1e-6);
+    // Hidden dense layers: seed-x2 + seed-x2 is seed-x4, the blocks in member order.
+    let seed: Vec<Network> = [4, 5, 6, 7].map(|seed| trained_like(preset("seed").unwrap(), seed)).into();
+    let pairs = [merge(&seed[..2]).unwrap(), merge(&seed[2..]).unwrap()];
+    let (at_once, in_two_steps) = (merge(&seed).unwrap(), merge(&pairs).unwrap());
+    assert_eq!(in_two_steps.spec().name, "seed-x4");
+    assert!(largest_tensor_difference(&at_once, &in_two_steps) < 1e-6);
+}
+
+#[test]
+fn a_model_named_as_a_merge_must_be_one() {
+    let mut spec = preset("deep").unwrap();
+    spec.name = "deep-x2".into();
+    let impostor = Network::new(spec, 1).unwrap();
+    let message = merge(&[impostor, trained_like(preset("deep").unwrap(), 2)]).err().expect("refused").to_string();
+    assert!(message.contains("'deep-x2' is named as a merge of 2 models but its layers are not one"), "{message}");
+}
+
 #[test]
 fn a_merged_model_saves_and_loads_with_its_groups() {
     let members = [trained_like(preset("seed").unwrap(), 1), trained_like(preset("seed").unwrap(), 2)];

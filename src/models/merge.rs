@@ -12,6 +12,10 @@
 //!
 //! Averaging logits rather than probabilities is what makes this one network; for models that
 //! agree as often as trained ones do the two rarely pick different classes.
+//!
+//! A member may itself be a merge (named `{base}-x{count}` by this module): it counts as its
+//! `count` models, so merging `deep-x2` with one more `deep` gives the equal-weight `deep-x3`
+//! that merging the three `deep` models would, without needing the first two apart.
 
 use ndarray::{concatenate, s, Axis, IxDyn};
 
@@ -32,24 +36,30 @@ enum Placement {
     None,
 }
 
-/// One network computing the mean of `members`' logits. The members must share one
-/// architecture that ends in a dense layer.
+/// One network computing the mean of the logits of `members` (a merged member counting as the
+/// models it was merged from). The members must share one architecture that ends in a dense layer.
 pub fn merge(members: &[Network]) -> Result<Network> {
-    let [first, rest @ ..] = members else {
+    let [first, ..] = members else {
         return Err(FerError::Config("merging needs at least one model".into()));
     };
-    let spec = first.spec();
-    if let Some(other) =
-        rest.iter().find(|m| m.spec().input != spec.input || m.spec().layers != spec.layers || m.spec().classes != spec.classes)
+    let unmerged: Vec<Unmerged> = members.iter().map(|m| unmerge(m.spec())).collect::<Result<_>>()?;
+    let base = &unmerged[0];
+    if let Some((other, _)) = members
+        .iter()
+        .zip(&unmerged)
+        .find(|(m, u)| m.spec().input != first.spec().input || m.spec().classes != first.spec().classes || u.layers != base.layers)
     {
         return Err(FerError::Config(format!(
             "only models of one architecture can be merged: '{}' and '{}' differ",
-            spec.name,
+            first.spec().name,
             other.spec().name
         )));
     }
-    let (layers, placements) = side_by_side(&spec.layers, members.len())?;
-    let merged_spec = ModelSpec { name: format!("{}-x{}", spec.name, members.len()), input: spec.input, layers, classes: spec.classes };
+    let counts: Vec<usize> = unmerged.iter().map(|u| u.count).collect();
+    let total = counts.iter().sum();
+    let (layers, placements) = side_by_side(&base.layers, total)?;
+    let spec = first.spec();
+    let merged_spec = ModelSpec { name: format!("{}-x{total}", base.name), input: spec.input, layers, classes: spec.classes };
     let mut merged = Network::new(merged_spec, 0)?;
     for (i, placement) in placements.into_iter().enumerate() {
         let inputs: Vec<Vec<(&str, &Tensor)>> = members.iter().map(|m| m.layer_tensors(i)).collect();
@@ -59,10 +69,50 @@ pub fn merge(members: &[Network]) -> Result<Network> {
                 .map(|tensors| tensors.iter().find(|(n, _)| *n == name).map(|(_, t)| *t))
                 .collect::<Option<_>>()
                 .ok_or_else(|| FerError::Model(format!("layer {i} has no tensor '{name}' to merge")))?;
-            target.assign(&combine(placement, name, &parts)?);
+            target.assign(&combine(placement, name, &parts, &counts)?);
         }
     }
     Ok(merged)
+}
+
+/// A model's architecture before merging: one member's layers, and how many members it holds.
+struct Unmerged {
+    name: String,
+    layers: Vec<LayerSpec>,
+    count: usize,
+}
+
+/// Undoes [`side_by_side`] for a model named `{base}-x{count}`; any other model is one member.
+fn unmerge(spec: &ModelSpec) -> Result<Unmerged> {
+    let single = || Unmerged { name: spec.name.clone(), layers: spec.layers.clone(), count: 1 };
+    let Some((name, count)) = spec.name.rsplit_once("-x").and_then(|(base, n)| Some((base, n.parse::<usize>().ok()?))) else {
+        return Ok(single());
+    };
+    let not_a_merge = || FerError::Config(format!("'{}' is named as a merge of {count} models but its layers are not one", spec.name));
+    if count == 0 {
+        return Err(not_a_merge());
+    }
+    let divide = |n: usize| (n % count == 0).then_some(n / count).ok_or_else(not_a_merge);
+    let last = spec.layers.len().saturating_sub(1);
+    let mut shared_input = true;
+    let mut layers = Vec::with_capacity(spec.layers.len());
+    for (i, layer) in spec.layers.iter().enumerate() {
+        let member_layer = match *layer {
+            LayerSpec::Conv2d { filters, kernel, stride, padding, groups } => {
+                let groups = if shared_input { groups } else { divide(groups)? };
+                LayerSpec::Conv2d { filters: divide(filters)?, kernel, stride, padding, groups }
+            }
+            LayerSpec::Dense { units } if i != last => LayerSpec::Dense { units: divide(units)? },
+            ref other => other.clone(),
+        };
+        shared_input &= !matches!(layer, LayerSpec::Conv2d { .. } | LayerSpec::Dense { .. } | LayerSpec::BatchNorm);
+        layers.push(member_layer);
+    }
+    // Only a layer list that merging would have produced counts as a merge.
+    if side_by_side(&layers, count).ok().map(|(merged, _)| merged) != Some(spec.layers.clone()) {
+        return Err(not_a_merge());
+    }
+    Ok(Unmerged { name: name.to_string(), layers, count })
 }
 
 /// The merged layer list for `count` members, and how each layer's tensors combine.
@@ -102,25 +152,33 @@ fn side_by_side(layers: &[LayerSpec], count: usize) -> Result<(Vec<LayerSpec>, V
     Ok((merged, placements))
 }
 
-fn combine(placement: Placement, name: &str, parts: &[&Tensor]) -> Result<Tensor> {
-    let count = parts.len() as f32;
-    let stack = |axis: usize| {
-        let views: Vec<_> = parts.iter().map(|t| t.view()).collect();
+/// One merged tensor from the members' `parts`, member `m` standing for `counts[m]` models.
+fn combine(placement: Placement, name: &str, parts: &[&Tensor], counts: &[usize]) -> Result<Tensor> {
+    let total = counts.iter().sum::<usize>() as f32;
+    // Each member's share of the mean of all the models' logits.
+    let shares: Vec<f32> = counts.iter().map(|&c| c as f32 / total).collect();
+    let stack = |axis: usize, weighted: bool| {
+        let views: Vec<Tensor> = parts.iter().zip(&shares).map(|(t, share)| if weighted { *t * *share } else { (*t).clone() }).collect();
+        let views: Vec<_> = views.iter().map(|t| t.view()).collect();
         concatenate(Axis(axis), &views).map_err(|e| FerError::Model(format!("merging '{name}': {e}")))
     };
-    let mean = || parts.iter().fold(Tensor::zeros(parts[0].raw_dim()), |sum, t| sum + *t) / count;
+    let weighted_mean = || parts.iter().zip(&shares).fold(Tensor::zeros(parts[0].raw_dim()), |sum, (t, share)| sum + *t * *share);
     Ok(match (placement, name) {
-        (Placement::Stack, _) | (Placement::BlockDiagonal, "bias") => stack(0)?,
+        (Placement::Stack, _) | (Placement::BlockDiagonal, "bias") => stack(0, false)?,
         (Placement::BlockDiagonal, _) => {
-            let (units, inputs) = (parts[0].shape()[0], parts[0].shape()[1]);
-            let mut weight = Tensor::zeros(IxDyn(&[units * parts.len(), inputs * parts.len()]));
-            for (m, part) in parts.iter().enumerate() {
-                weight.slice_mut(s![m * units..(m + 1) * units, m * inputs..(m + 1) * inputs]).assign(part);
+            let (units, inputs): (usize, usize) =
+                parts.iter().map(|p| (p.shape()[0], p.shape()[1])).fold((0, 0), |(u, i), (pu, pi)| (u + pu, i + pi));
+            let mut weight = Tensor::zeros(IxDyn(&[units, inputs]));
+            let (mut row, mut column) = (0, 0);
+            for part in parts {
+                let (units, inputs) = (part.shape()[0], part.shape()[1]);
+                weight.slice_mut(s![row..row + units, column..column + inputs]).assign(part);
+                (row, column) = (row + units, column + inputs);
             }
             weight
         }
-        (Placement::Classifier { shared_input: false }, "weight") => stack(1)? / count,
-        (Placement::Classifier { .. }, _) => mean(),
+        (Placement::Classifier { shared_input: false }, "weight") => stack(1, true)?,
+        (Placement::Classifier { .. }, _) => weighted_mean(),
         (Placement::None, _) => return Err(FerError::Model(format!("merging '{name}': a layer without weights has a tensor"))),
     })
 }

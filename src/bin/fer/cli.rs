@@ -33,7 +33,8 @@ enum Command {
     /// ("precise batch-norm"; `train` does it on 8,192 of them after every epoch).
     Recalibrate(RecalibrateArgs),
     /// Merge models of one architecture into one network whose logits are the mean of theirs
-    /// (an ensemble in one file, as fast as running the members one after another).
+    /// (an ensemble in one file, as fast as running the members one after another); a merged
+    /// model counts as the models it holds, so members can be added one at a time.
     Merge(MergeArgs),
     /// Print speed figures: training faces/s (batch 64) and classify time per face, per preset.
     Bench {
