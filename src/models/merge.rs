@@ -42,23 +42,23 @@ pub fn merge(members: &[Network]) -> Result<Network> {
     let [first, ..] = members else {
         return Err(FerError::Config("merging needs at least one model".into()));
     };
+    let spec = first.spec();
     let unmerged: Vec<Unmerged> = members.iter().map(|m| unmerge(m.spec())).collect::<Result<_>>()?;
     let base = &unmerged[0];
     if let Some((other, _)) = members
         .iter()
         .zip(&unmerged)
-        .find(|(m, u)| m.spec().input != first.spec().input || m.spec().classes != first.spec().classes || u.layers != base.layers)
+        .find(|(m, u)| m.spec().input != spec.input || m.spec().classes != spec.classes || u.layers != base.layers)
     {
         return Err(FerError::Config(format!(
             "only models of one architecture can be merged: '{}' and '{}' differ",
-            first.spec().name,
+            spec.name,
             other.spec().name
         )));
     }
     let counts: Vec<usize> = unmerged.iter().map(|u| u.count).collect();
     let total = counts.iter().sum();
     let (layers, placements) = side_by_side(&base.layers, total)?;
-    let spec = first.spec();
     let merged_spec = ModelSpec { name: format!("{}-x{total}", base.name), input: spec.input, layers, classes: spec.classes };
     let mut merged = Network::new(merged_spec, 0)?;
     for (i, placement) in placements.into_iter().enumerate() {
@@ -84,9 +84,8 @@ struct Unmerged {
 
 /// Undoes [`side_by_side`] for a model named `{base}-x{count}`; any other model is one member.
 fn unmerge(spec: &ModelSpec) -> Result<Unmerged> {
-    let single = || Unmerged { name: spec.name.clone(), layers: spec.layers.clone(), count: 1 };
     let Some((name, count)) = spec.name.rsplit_once("-x").and_then(|(base, n)| Some((base, n.parse::<usize>().ok()?))) else {
-        return Ok(single());
+        return Ok(Unmerged { name: spec.name.clone(), layers: spec.layers.clone(), count: 1 });
     };
     let not_a_merge = || FerError::Config(format!("'{}' is named as a merge of {count} models but its layers are not one", spec.name));
     if count == 0 {
