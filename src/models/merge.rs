@@ -91,7 +91,7 @@ fn unmerge(spec: &ModelSpec) -> Result<Unmerged> {
     if count == 0 {
         return Err(not_a_merge());
     }
-    let divide = |n: usize| (n % count == 0).then_some(n / count).ok_or_else(not_a_merge);
+    let divide = |n: usize| n.is_multiple_of(count).then_some(n / count).ok_or_else(not_a_merge);
     let last = spec.layers.len().saturating_sub(1);
     let mut shared_input = true;
     let mut layers = Vec::with_capacity(spec.layers.len());
