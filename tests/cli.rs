@@ -82,6 +82,15 @@ fn train_resume_evaluate_merge_and_describe() {
     let (stdout, _) = succeeds(&dir, &["info", "m.safetensors"]);
     assert!(stdout.starts_with("seed-x2:"), "{stdout}");
     assert!(stdout.contains("merged_from: a.safetensors, b.safetensors"), "{stdout}");
+    let parameters = stdout.lines().find_map(|l| l.strip_prefix("parameters: ")).expect("info prints the parameters");
+
+    // bench times a model file as it times a preset: its row names it and counts its parameters.
+    let (stdout, _) = succeeds(&dir, &["bench", "--seconds", "0.05", "m.safetensors", "seed"]);
+    let row: Vec<&str> = stdout.lines().find(|l| l.starts_with("m.safetensors")).expect("a row for the file").split_whitespace().collect();
+    assert_eq!(row.len(), 5, "{stdout}");
+    assert_eq!(row[1], parameters, "{stdout}");
+    assert!(row[3].parse::<f64>().is_ok_and(|r| r > 0.0) && row[4].parse::<f64>().is_ok_and(|ms| ms > 0.0), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("seed ")), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -108,6 +117,8 @@ fn mistakes_are_explained_and_exit_non_zero() {
 
     let stderr = fails(&dir, &["info", "no-such-preset"]);
     assert!(stderr.contains("neither a model file nor a preset") && stderr.contains("seed, mlp, deep"), "{stderr}");
+    let stderr = fails(&dir, &["bench", "--seconds", "0.05", "no-such-model.safetensors"]);
+    assert!(stderr.contains("neither a model file nor a preset"), "{stderr}");
 
     let stderr = fails(&dir, &["train", "--csv", "faces.csv", "--half", "--int8", "--out", "x.safetensors"]);
     assert!(stderr.contains("--int8") && stderr.contains("--half"), "{stderr}");

@@ -36,10 +36,11 @@ enum Command {
     /// (an ensemble in one file, as fast as running the members one after another); a merged
     /// model counts as the models it holds, so members can be added one at a time.
     Merge(MergeArgs),
-    /// Print speed figures: training faces/s (batch 64) and classify time per face, per preset.
+    /// Print speed figures: training faces/s (batch 64) and classify time per face, per preset
+    /// or model file.
     Bench {
-        /// Presets to measure (all when omitted)
-        presets: Vec<String>,
+        /// Presets or .safetensors model files to measure (every preset when omitted)
+        models: Vec<String>,
         /// Seconds to spend measuring each figure
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
@@ -236,7 +237,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => eval(args),
         Command::Recalibrate(args) => recalibrate(args),
         Command::Merge(args) => merge_models(args),
-        Command::Bench { presets, seconds } => bench(presets, seconds),
+        Command::Bench { models, seconds } => bench(models, seconds),
         Command::Info { model } => info(&model),
     }
 }
@@ -542,15 +543,20 @@ fn eval(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-fn info(model: &str) -> Result<()> {
-    let (network, metadata) = if Path::new(model).exists() {
+/// A model file's network and metadata, or a preset's freshly initialised network.
+fn model_or_preset(model: &str) -> Result<(Network, HashMap<String, String>)> {
+    if Path::new(model).exists() {
         let loaded = load_model(&read_file(Path::new(model))?)?;
-        (loaded.network, loaded.metadata)
+        Ok((loaded.network, loaded.metadata))
     } else {
         let spec = preset(model)
             .map_err(|_| FerError::Config(format!("'{model}' is neither a model file nor a preset (presets: {})", preset_names())))?;
-        (Network::new(spec, 0)?, HashMap::new())
-    };
+        Ok((Network::new(spec, 0)?, HashMap::new()))
+    }
+}
+
+fn info(model: &str) -> Result<()> {
+    let (network, metadata) = model_or_preset(model)?;
     let spec = network.spec();
     println!("{}: input {:?}, {} classes", spec.name, spec.input, spec.classes);
     for (i, layer) in spec.layers.iter().enumerate() {
@@ -578,12 +584,12 @@ fn calls_per_second(seconds: f64, mut work: impl FnMut()) -> f64 {
     calls as f64 / started.elapsed().as_secs_f64()
 }
 
-fn bench(presets: Vec<String>, seconds: f64) -> Result<()> {
-    let names: Vec<String> = if presets.is_empty() { PRESETS.iter().map(|(n, _)| n.to_string()).collect() } else { presets };
+fn bench(models: Vec<String>, seconds: f64) -> Result<()> {
+    let names: Vec<String> = if models.is_empty() { PRESETS.iter().map(|(n, _)| n.to_string()).collect() } else { models };
     let threads = rayon::current_num_threads();
-    println!("{:<8} {:>12} {:>14} {:>16} {:>16}", "preset", "parameters", "M mult-adds", "train faces/s", "classify ms/face");
+    println!("{:<8} {:>12} {:>14} {:>16} {:>16}", "model", "parameters", "M mult-adds", "train faces/s", "classify ms/face");
     for name in names {
-        let spec = preset(&name)?;
+        let (mut network, _) = model_or_preset(&name)?;
         // Random faces: speed does not depend on the pixel values.
         let mut data = Dataset::new();
         let mut state = 12345u32;
@@ -598,22 +604,18 @@ fn bench(presets: Vec<String>, seconds: f64) -> Result<()> {
         }
         let rows: Vec<usize> = (0..data.len()).collect();
         let config = TrainConfig { epochs: usize::MAX, batch_size: 64, augment: Some(AugmentConfig::default()), ..TrainConfig::default() };
-        let mut trainer = Trainer::new(Network::new(spec.clone(), 1)?, config, &data, rows)?;
-        let train_rate = calls_per_second(seconds, || {
-            trainer.train_step(&data);
-        }) * 64.0;
-        let mut network = Network::new(spec, 1)?;
+        // Classify first: training changes the weights (a model file's int8 or f16 weights are
+        // trained as f32, so the training figure is the same as for its preset).
         let face = data.face(0).to_vec();
         let classify_rate = calls_per_second(seconds, || {
             fer_cnn::train::predict_faces(&mut network, &face, Tta::None);
         });
-        println!(
-            "{name:<8} {:>12} {:>14.1} {:>16.0} {:>16.3}",
-            network.parameter_count(),
-            network.macs() as f64 / 1e6,
-            train_rate,
-            1000.0 / classify_rate
-        );
+        let (parameters, macs) = (network.parameter_count(), network.macs());
+        let mut trainer = Trainer::new(network, config, &data, rows)?;
+        let train_rate = calls_per_second(seconds, || {
+            trainer.train_step(&data);
+        }) * 64.0;
+        println!("{name:<8} {parameters:>12} {:>14.1} {:>16.0} {:>16.3}", macs as f64 / 1e6, train_rate, 1000.0 / classify_rate);
     }
     println!("({threads} threads; classify is one face at a time, as the camera does)");
     Ok(())
