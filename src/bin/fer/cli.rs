@@ -587,7 +587,8 @@ fn calls_per_second(seconds: f64, mut work: impl FnMut()) -> f64 {
 fn bench(models: Vec<String>, seconds: f64) -> Result<()> {
     let names: Vec<String> = if models.is_empty() { PRESETS.iter().map(|(n, _)| n.to_string()).collect() } else { models };
     let threads = rayon::current_num_threads();
-    println!("{:<8} {:>12} {:>14} {:>16} {:>16}", "model", "parameters", "M mult-adds", "train faces/s", "classify ms/face");
+    let width = names.iter().map(String::len).max().unwrap_or(0).max("model".len());
+    println!("{:<width$} {:>12} {:>14} {:>16} {:>16}", "model", "parameters", "M mult-adds", "train faces/s", "classify ms/face");
     for name in names {
         let (mut network, _) = model_or_preset(&name)?;
         // Random faces: speed does not depend on the pixel values.
@@ -615,7 +616,7 @@ fn bench(models: Vec<String>, seconds: f64) -> Result<()> {
         let train_rate = calls_per_second(seconds, || {
             trainer.train_step(&data);
         }) * 64.0;
-        println!("{name:<8} {parameters:>12} {:>14.1} {:>16.0} {:>16.3}", macs as f64 / 1e6, train_rate, 1000.0 / classify_rate);
+        println!("{name:<width$} {parameters:>12} {:>14.1} {:>16.0} {:>16.3}", macs as f64 / 1e6, train_rate, 1000.0 / classify_rate);
     }
     println!("({threads} threads; classify is one face at a time, as the camera does)");
     Ok(())
