@@ -2,13 +2,16 @@
 //
 //   node tests/e2e/bench-camera.mjs [--browser chromium|firefox|both] [--frames 300]
 //
-// In each browser, the page's own wasm package finds, crops and classifies the faces of one
+// In each browser, the page's own wasm packages find, crop and classify the faces of one
 // 640x480 frame (the test scene: three FER2013 faces) with the default model, --frames times
-// after a warm-up, and reports the median and 90th percentile milliseconds per frame, per stage
-// as the wasm handle times them, and the frames/s that leaves. In Chromium it also runs the
+// after a warm-up, and report the median and 90th percentile milliseconds per frame, per stage
+// as the wasm handle times them, and the frames/s that leaves. Three ways: the single-threaded
+// build on the main thread, and in a worker (as the page's camera runs) the multi-threaded
+// build with a pool of one thread and of one thread per core. In Chromium it also runs the
 // page with a fake 30 frames/s camera for five seconds and reads the page's own figures (which
-// include copying each frame out of the video). Chromium is driven by playwright-core, Firefox
-// ESR by geckodriver's WebDriver HTTP API (playwright cannot drive Firefox ESR).
+// include copying each frame out of the video and handing it to the worker). Chromium is
+// driven by playwright-core, Firefox ESR by geckodriver's WebDriver HTTP API (playwright
+// cannot drive Firefox ESR).
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,12 +19,18 @@ import { serve, launch, firefoxSession, option } from './harness.mjs';
 import { readScene, enlarge, y4m } from './face-scene.mjs';
 
 
-/** Runs in the browser: times `frames` calls of Camera.processVideoFrame on the given frame. */
-async function timeFrames({ greyBase64, width, height, frames }) {
-  const fer = await import('/pkg/fer_cnn.js');
+/**
+ * Runs in the browser, on the main thread or in a worker: times `frames` calls of
+ * Camera.processVideoFrame on the given frame, with the wasm package `pkg` and, for the
+ * multi-threaded one, a pool of `threads` threads (0: one per core).
+ */
+async function timeFrames({ origin, pkg, threads, greyBase64, width, height, frames }) {
+  const fer = await import(`${origin}/${pkg}/fer_cnn.js`);
   const { memory } = await fer.default();
+  const pool = pkg === 'pkg-threads' ? threads || navigator.hardwareConcurrency : 1;
+  if (pkg === 'pkg-threads') await fer.initThreadPool(pool);
   const fetchOk = async (url) => {
-    const response = await fetch(url);
+    const response = await fetch(`${origin}${url}`);
     if (!response.ok) throw new Error(`${url}: HTTP ${response.status} (run ./build.sh wasm)`);
     return response;
   };
@@ -47,16 +56,44 @@ async function timeFrames({ greyBase64, width, height, frames }) {
   const quantile = (values, q) => [...values].sort((a, b) => a - b)[Math.floor(q * (values.length - 1))];
   return {
     faces,
+    pool,
     ms: Object.fromEntries(Object.entries(stages).map(([stage, values]) => [stage, { median: quantile(values, 0.5), p90: quantile(values, 0.9) }])),
     userAgent: navigator.userAgent,
     timerResolutionMs: (() => { const t = performance.now(); let u; while ((u = performance.now()) === t); return u - t; })(),
   };
 }
 
+/**
+ * Runs in the browser: `timeFrames` in a module worker made from its source, which is how the
+ * page's camera runs (the multi-threaded build needs a thread that may block).
+ */
+function timeFramesInWorker({ source, args }) {
+  const code = `(${source})(${JSON.stringify(args)}).then((figures) => postMessage(figures), (error) => postMessage({ error: String(error) }));`;
+  const worker = new Worker(URL.createObjectURL(new Blob([code], { type: 'text/javascript' })), { type: 'module' });
+  return new Promise((resolve, reject) => {
+    worker.onmessage = ({ data }) => {
+      worker.terminate();
+      resolve(data);
+    };
+    worker.onerror = (event) => reject(new Error(event.message ?? 'the benchmark worker did not start'));
+  });
+}
+
+/** The three ways to run the camera, as `timeFrames` arguments with a name. */
+function variants(args) {
+  return [
+    ['main thread, single-threaded build', { ...args, pkg: 'pkg', threads: 1 }, false],
+    // A pool of one thread, then one per core.
+    ['worker, multi-threaded build', { ...args, pkg: 'pkg-threads', threads: 1 }, true],
+    ['worker, multi-threaded build', { ...args, pkg: 'pkg-threads', threads: 0 }, true],
+  ];
+}
+
 function report(browser, figures) {
+  if (figures.error) throw new Error(`${browser}: ${figures.error}`);
   const { ms } = figures;
   const fmt = ({ median, p90 }) => `${median.toFixed(1)} (p90 ${p90.toFixed(1)})`;
-  console.log(`${browser}: ${figures.faces} faces in a 640x480 frame; ms per frame, median (90th percentile): ` +
+  console.log(`${browser}, ${figures.pool} thread${figures.pool === 1 ? '' : 's'}: ${figures.faces} faces in a 640x480 frame; ms per frame, median (90th percentile): ` +
     `find ${fmt(ms.find)} + crop ${fmt(ms.crop)} + classify ${fmt(ms.classify)} = ${fmt(ms.total)} ` +
     `→ ${(1000 / ms.total.median).toFixed(0)} frames/s from wasm alone [${figures.userAgent}; timer step ${figures.timerResolutionMs.toFixed(3)} ms]`);
 }
@@ -64,9 +101,15 @@ function report(browser, figures) {
 async function benchChromium(url, args) {
   const browser = await launch();
   try {
-    const page = await browser.newPage();
-    await page.goto(url);
-    report('Chromium', await page.evaluate(timeFrames, args));
+    for (const [name, variant, inWorker] of variants(args)) {
+      const page = await browser.newPage();
+      await page.goto(url);
+      const figures = inWorker
+        ? await page.evaluate(timeFramesInWorker, { source: timeFrames.toString(), args: variant })
+        : await page.evaluate(timeFrames, variant);
+      report(`Chromium ${name}`, figures);
+      await page.close();
+    }
   } finally {
     await browser.close();
   }
@@ -96,11 +139,14 @@ async function benchFirefox(url, args) {
   const { call, session, close } = await firefoxSession(url);
   try {
     await call('POST', `${session}/timeouts`, { script: 600_000 });
-    const script = `const done = arguments[arguments.length - 1];
-      (${timeFrames.toString()})(arguments[0]).then(done, (error) => done({ error: String(error) }));`;
-    const figures = await call('POST', `${session}/execute/async`, { script, args: [args] });
-    if (figures.error) throw new Error(figures.error);
-    report('Firefox', figures);
+    for (const [name, variant, inWorker] of variants(args)) {
+      await call('POST', `${session}/url`, { url });
+      const script = `const done = arguments[arguments.length - 1];
+        const timeFrames = ${timeFrames.toString()};
+        (${inWorker ? `(${timeFramesInWorker.toString()})({ source: timeFrames.toString(), args: arguments[0] })` : 'timeFrames(arguments[0])'})
+          .then(done, (error) => done({ error: String(error) }));`;
+      report(`Firefox ${name}`, await call('POST', `${session}/execute/async`, { script, args: [variant] }));
+    }
   } finally {
     await close();
   }
@@ -110,6 +156,7 @@ const browsers = option('browser', 'both') === 'both' ? ['chromium', 'firefox'] 
 const scene = enlarge(await readScene(), 2);
 const args = { greyBase64: scene.grey.toString('base64'), width: scene.width, height: scene.height, frames: Number(option('frames', 300)) };
 const server = await serve();
+args.origin = server.url.replace(/\/$/, '');
 try {
   console.log(`${os.cpus().length} cores (${os.cpus()[0].model}), load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
   if (browsers.includes('chromium')) {

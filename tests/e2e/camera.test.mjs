@@ -2,8 +2,9 @@
 // from tests/fixtures/face_scene.pgm (three FER2013 faces on a gradient); the page must box the
 // three faces, show seven probabilities summing to 1 and the 48x48 crop for each, report its
 // speed, and release the camera on Stop. Also: permission denied, and a photo (with faces, and
-// without) through the same pipeline, with and without mirror test-time augmentation. No
-// console errors throughout.
+// without) through the same pipeline, with and without mirror test-time augmentation, and the
+// same photo classified alike by the camera worker's multi-threaded and single-threaded
+// engines. No console errors throughout.
 //
 // UPDATE_SCREENSHOTS=1 node --test tests/e2e/camera.test.mjs also rewrites
 // tests/e2e/screenshots/camera.png.
@@ -156,3 +157,22 @@ test('camera: a denied permission says how to re-allow it; photos, with and with
   await page.waitForFunction(() => /Could not read notes\.png as a photo/.test(document.querySelector('#camera-status').textContent));
   assert.deepEqual(errors, []);
 }));
+
+test('camera: the worker on every core (cross-origin isolated page) classifies a photo exactly as on one thread', async () => {
+  const scene = await readScene();
+  const classifyPhoto = (isolated) => withBrowser(['--use-fake-device-for-media-stream', '--deny-permission-prompts'], async ({ server, browser }) => {
+    const { page, errors } = await openCameraPage(browser, server);
+    await page.setInputFiles('#camera-photo', { name: 'faces.png', mimeType: 'image/png', buffer: png(scene) });
+    await page.waitForSelector(`#camera[data-state="photo"][data-faces="${SCENE_FACES}"]`);
+    const cards = await faceCards(page);
+    assertFaces(cards, SCENE_FACES);
+    const stats = await page.textContent('#camera-stats');
+    assert.deepEqual(errors, []);
+    return { probs: cards.map((card) => card.probs), threads: Number(/ on (\d+) threads?/.exec(stats)[1]) };
+  }, { isolated });
+  const threaded = await classifyPhoto(true);
+  const single = await classifyPhoto(false);
+  assert.equal(single.threads, 1);
+  assert.equal(threaded.threads, os.cpus().length, 'one pool thread per core');
+  assert.deepEqual(threaded.probs, single.probs);
+});

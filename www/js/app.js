@@ -9,11 +9,11 @@ import { setupTraining } from './training.js';
 const status = document.querySelector('#engine-status');
 
 async function main() {
-  const wasm = await init();
+  await init();
   document.querySelector('#version').textContent = `fer-cnn ${fer.version()}`;
   const registry = new ModelRegistry(fer, document.querySelector('#model-select'), document.querySelector('#model-info'));
   await registry.loadDefault();
-  await setupCamera({ section: document.querySelector('#camera'), fer, memory: wasm.memory, registry });
+  await setupCamera({ section: document.querySelector('#camera'), registry });
   await setupTraining({ fer, registry });
   status.textContent = 'Ready';
   document.body.dataset.ready = 'true';

@@ -2,9 +2,9 @@
 // and classified in wasm → boxes with labels over the picture, the 48x48 crop each face gives
 // the model, seven smoothed probability bars, frames/s and milliseconds per stage.
 //
-// Frames reach wasm as in the rustwasm Game of Life: the wasm `Camera` owns one RGBA buffer;
-// this module keeps a typed-array view over it in `memory.buffer` and copies each frame's
-// pixels in; results are read through views too. Nothing is serialised per frame.
+// The wasm work happens in camera-worker.js: each frame goes there as a transferred
+// ImageBitmap, one frame at a time (a frame that arrives while the worker is busy is skipped,
+// so what is drawn is never more than one frame behind), and the faces come back.
 
 const STATE_MESSAGES = {
   off: 'Camera off. Start it, or drop a photo here, to see what the model sees.',
@@ -26,39 +26,31 @@ const STATE_MESSAGES = {
 const MAX_PHOTO_SIDE = 1280;
 const FACE_COLOURS = ['#3a6df0', '#e0692f', '#2fa36b', '#b23ad0'];
 
-/** Typed-array views over wasm memory, made again whenever memory grows (which detaches them). */
-class WasmViews {
-  constructor(memory, camera, layout) {
-    this.memory = memory;
-    this.camera = camera;
-    this.layout = layout;
-    this.buffer = null;
-    this.frame = null;
-    this.frameSize = null;
+/** The camera worker, as promises: `request(type, message, transfer)` resolves to its reply. */
+class CameraWorker {
+  constructor() {
+    this.worker = new Worker(new URL('./camera-worker.js', import.meta.url), { type: 'module' });
+    this.pending = new Map();
+    this.nextId = 0;
+    this.worker.onmessage = ({ data: { id, ok, message, ...result } }) => {
+      const { resolve, reject } = this.pending.get(id);
+      this.pending.delete(id);
+      if (ok) resolve(result);
+      else reject(new Error(message));
+    };
+    this.worker.onerror = (event) => {
+      const error = new Error(`the camera worker stopped: ${event.message ?? 'it did not load'}`);
+      for (const { reject } of this.pending.values()) reject(error);
+      this.pending.clear();
+    };
   }
 
-  /** The frame view for `width × height` RGBA frames; the buffer is resized in wasm when needed. */
-  frameView(width, height) {
-    if (this.frameSize?.width !== width || this.frameSize?.height !== height) {
-      this.frameAddress = this.camera.frameBuffer(width, height);
-      this.frameSize = { width, height };
-      this.buffer = null;
-    }
-    this.refresh();
-    return this.frame;
-  }
-
-  refresh() {
-    if (this.buffer === this.memory.buffer) return;
-    const { maxFaces, faceFields, cropSide, classes, timingFields } = this.layout;
-    const buffer = this.memory.buffer;
-    const { width, height } = this.frameSize;
-    this.frame = new Uint8ClampedArray(buffer, this.frameAddress, width * height * 4);
-    this.faces = new Float32Array(buffer, this.camera.faces(), maxFaces * faceFields);
-    this.crops = new Uint8Array(buffer, this.camera.crops(), maxFaces * cropSide * cropSide);
-    this.probs = new Float32Array(buffer, this.camera.probs(), maxFaces * classes);
-    this.timings = new Float32Array(buffer, this.camera.timings(), timingFields);
-    this.buffer = buffer;
+  request(type, message = {}, transfer = []) {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ id, type, ...message }, transfer);
+    });
   }
 }
 
@@ -128,12 +120,12 @@ class FaceCard {
 }
 
 /**
- * Fills `section` and runs it. `fer` is the wasm module, `memory` its `WebAssembly.Memory`,
- * `registry` the ModelRegistry whose current model classifies the faces.
+ * Fills `section` and runs it. `registry` is the ModelRegistry whose current model classifies
+ * the faces (a copy of it lives in the camera worker).
  */
-export async function setupCamera({ section, fer, memory, registry }) {
+export async function setupCamera({ section, registry }) {
   try {
-    await runCamera({ section, fer, memory, registry });
+    await runCamera({ section, registry });
   } catch (error) {
     // The rest of the page keeps working without the camera.
     section.dataset.state = 'unavailable';
@@ -143,15 +135,15 @@ export async function setupCamera({ section, fer, memory, registry }) {
   }
 }
 
-async function runCamera({ section, fer, memory, registry }) {
-  const emotions = fer.emotions();
-  const layout = fer.cameraLayout();
-  const [manifest, weights] = await Promise.all([
+async function runCamera({ section, registry }) {
+  const [detectorManifest, detectorWeights] = await Promise.all([
     fetch('vendor/face-detector/tiny_face_detector_model-weights_manifest.json').then((r) => r.ok ? r.text() : Promise.reject(new Error(`the face detector's manifest is missing (HTTP ${r.status}); run ./build.sh wasm`))),
     fetch('vendor/face-detector/tiny_face_detector_model.bin').then((r) => r.ok ? r.arrayBuffer() : Promise.reject(new Error(`the face detector's weights are missing (HTTP ${r.status}); run ./build.sh wasm`))),
   ]);
-  const camera = new fer.Camera(manifest, new Uint8Array(weights));
-  const views = new WasmViews(memory, camera, layout);
+  const worker = new CameraWorker();
+  const { threads, layout, emotions } = await worker.request('start', { detectorManifest, detectorWeights }, [detectorWeights]);
+  const sendModel = () => worker.request('model', { bytes: registry.current().toBytes(false) });
+  await sendModel();
 
   const $ = (selector) => section.querySelector(selector);
   const startButton = $('#camera-start');
@@ -169,8 +161,6 @@ async function runCamera({ section, fer, memory, registry }) {
   const faceList = $('#camera-faces');
   const mirrorTta = $('#camera-mirror-tta');
 
-  const capture = document.createElement('canvas');
-  const captureContext = capture.getContext('2d', { willReadFrequently: true });
   const cards = Array.from({ length: layout.maxFaces }, (_, i) => new FaceCard(i, emotions, layout.cropSide));
   faceList.append(...cards.map((card) => card.root));
   const boxNodes = Array.from({ length: layout.maxFaces }, (_, i) => {
@@ -185,6 +175,8 @@ async function runCamera({ section, fer, memory, registry }) {
   let stream = null;
   let startAttempts = 0; // a stop while the browser asks for permission cancels that start
   let frameRequest = null;
+  let frameInFlight = false;
+  let shown = 0; // bumped whenever the picture on show changes, so late results are dropped
   let photo = null; // the photo on show, to classify again when the model changes
   let fps = { frames: 0, since: performance.now(), value: 0 };
 
@@ -197,24 +189,22 @@ async function runCamera({ section, fer, memory, registry }) {
     stopButton.hidden = !live;
   }
 
-  /** Copies `source` (video or photo) into the wasm frame buffer and classifies it. */
-  function classify(source, width, height, isPhoto) {
-    if (capture.width !== width || capture.height !== height) {
-      capture.width = width;
-      capture.height = height;
-    }
-    const copyStarted = performance.now();
-    captureContext.drawImage(source, 0, 0, width, height);
-    const pixels = captureContext.getImageData(0, 0, width, height).data;
-    views.frameView(width, height).set(pixels);
-    const copyMs = performance.now() - copyStarted;
-    const model = registry.current();
-    const count = isPhoto ? camera.processPhoto(model) : camera.processVideoFrame(model);
-    views.refresh();
-    show(count, width, height, copyMs);
+  /**
+   * Sends `source` (video or photo) to the worker and shows its faces; resolves to false,
+   * showing nothing, when the picture on show changed meanwhile.
+   */
+  async function classify(source, isPhoto) {
+    const picture = shown;
+    const started = performance.now();
+    const bitmap = await createImageBitmap(source);
+    const { width, height } = bitmap;
+    const result = await worker.request('frame', { bitmap, kind: isPhoto ? 'photo' : 'video' }, [bitmap]);
+    if (picture !== shown) return false;
+    show(result, width, height, performance.now() - started);
+    return true;
   }
 
-  function show(count, width, height, copyMs) {
+  function show({ count, faces, crops, probs: allProbs, copyMs, findMs, cropMs, classifyMs, tta }, width, height, totalMs) {
     const { faceFields, cropSide, classes } = layout;
     const cropPixels = cropSide * cropSide;
     for (let i = 0; i < layout.maxFaces; i++) {
@@ -225,24 +215,25 @@ async function runCamera({ section, fer, memory, registry }) {
         continue;
       }
       // Draw the square the model sees (fields 5–8), not the detector's raw box.
-      const [left, top, side] = [views.faces[i * faceFields + 5], views.faces[i * faceFields + 6], views.faces[i * faceFields + 7]];
+      const [left, top, side] = [faces[i * faceFields + 5], faces[i * faceFields + 6], faces[i * faceFields + 7]];
       box.style.left = `${(100 * left) / width}%`;
       box.style.top = `${(100 * top) / height}%`;
       box.style.width = `${(100 * side) / width}%`;
       box.style.height = `${(100 * side) / height}%`;
-      const probs = views.probs.subarray(i * classes, (i + 1) * classes);
-      cards[i].show(i, views.crops.subarray(i * cropPixels, (i + 1) * cropPixels), probs, emotions);
+      const probs = allProbs.subarray(i * classes, (i + 1) * classes);
+      cards[i].show(i, crops.subarray(i * cropPixels, (i + 1) * cropPixels), probs, emotions);
       const best = probs.indexOf(Math.max(...probs));
       box.firstChild.textContent = `${i + 1} · ${emotions[best]}`;
       box.hidden = false;
     }
     section.dataset.faces = String(count);
     noFace.hidden = count > 0;
-    const [findMs, cropMs, classifyMs] = views.timings;
-    const total = copyMs + findMs + cropMs + classifyMs;
+    // The total runs from the frame's capture to its faces coming back, so it also counts
+    // handing the frame to the worker and back.
     const rate = section.dataset.state === 'on' ? ` · ${fps.value.toFixed(0)} frames/s` : '';
-    stats.textContent = `${width}×${height}: ${total.toFixed(1)} ms per frame = copy ${copyMs.toFixed(1)} + find ${findMs.toFixed(1)} + ` +
-      `crop ${cropMs.toFixed(1)} + classify${mirrorTta.checked ? ' (with mirror)' : ''} ${classifyMs.toFixed(1)} ms${rate}`;
+    stats.textContent = `${width}×${height}: ${totalMs.toFixed(1)} ms per frame, of which copy ${copyMs.toFixed(1)} + ` +
+      `find ${findMs.toFixed(1)} + crop ${cropMs.toFixed(1)} + classify${tta === 'flip' ? ' (with mirror)' : ''} ` +
+      `${classifyMs.toFixed(1)} ms in a worker on ${threads} thread${threads === 1 ? '' : 's'}${rate}`;
   }
 
   function nextFrame() {
@@ -253,19 +244,19 @@ async function runCamera({ section, fer, memory, registry }) {
 
   function onFrame() {
     if (!stream) return;
-    if (video.videoWidth > 0) {
-      try {
-        classify(video, video.videoWidth, video.videoHeight, false);
-      } catch (error) {
-        stop('failed', error.message ?? String(error));
+    if (video.videoWidth > 0 && !frameInFlight) {
+      frameInFlight = true;
+      classify(video, false).then((done) => {
+        if (!done) return;
+        fps.frames += 1;
+        const now = performance.now();
+        if (now - fps.since >= 1000) {
+          fps = { frames: 0, since: now, value: (1000 * fps.frames) / (now - fps.since) };
+        }
+      }, (error) => {
+        if (stream) stop('failed', error.message ?? String(error));
         console.error(error);
-        return;
-      }
-      fps.frames += 1;
-      const now = performance.now();
-      if (now - fps.since >= 1000) {
-        fps = { frames: 0, since: now, value: (1000 * fps.frames) / (now - fps.since) };
-      }
+      }).finally(() => { frameInFlight = false; });
     }
     nextFrame();
   }
@@ -290,6 +281,7 @@ async function runCamera({ section, fer, memory, registry }) {
       return;
     }
     stream = granted;
+    shown += 1;
     showPhoto(null);
     setState('starting');
     for (const track of granted.getVideoTracks()) {
@@ -316,6 +308,7 @@ async function runCamera({ section, fer, memory, registry }) {
   /** Stops the video and releases the camera (its light goes off). */
   function stop(state = 'off', detail) {
     startAttempts += 1;
+    shown += 1;
     if (frameRequest?.video !== undefined) video.cancelVideoFrameCallback(frameRequest.video);
     if (frameRequest?.animation !== undefined) cancelAnimationFrame(frameRequest.animation);
     frameRequest = null;
@@ -338,7 +331,9 @@ async function runCamera({ section, fer, memory, registry }) {
     stats.textContent = '';
   }
 
-  function showPhoto(bitmap) {
+  /** Shows `bitmap` (or no photo, when null) and classifies it. */
+  async function showPhoto(bitmap) {
+    shown += 1;
     photo?.close();
     photo = bitmap;
     photoCanvas.hidden = !bitmap;
@@ -351,7 +346,7 @@ async function runCamera({ section, fer, memory, registry }) {
     photoCanvas.getContext('2d').drawImage(bitmap, 0, 0, width, height);
     stage.style.aspectRatio = `${width} / ${height}`;
     placeholder.hidden = true;
-    classify(photoCanvas, width, height, true);
+    await classify(photoCanvas, true);
   }
 
   async function usePhoto(file) {
@@ -366,8 +361,8 @@ async function runCamera({ section, fer, memory, registry }) {
       return;
     }
     try {
-      showPhoto(bitmap);
       setState('photo', file.name);
+      await showPhoto(bitmap);
     } catch (error) {
       status.textContent = `Could not classify ${file.name}: ${error.message ?? error}`;
       status.classList.add('error');
@@ -393,16 +388,25 @@ async function runCamera({ section, fer, memory, registry }) {
     usePhoto(event.dataTransfer.files[0]);
   });
   // A new model (e.g. one just trained) or test-time augmentation classifies the photo on
-  // show at once; live video picks it up on its next frame.
+  // show at once; live video picks it up on its next frame. The worker takes messages in
+  // order, so the photo is classified with the new setting.
   const classifyPhotoAgain = () => {
-    if (photo && !stream) classify(photoCanvas, photoCanvas.width, photoCanvas.height, true);
+    if (!photo || stream) return;
+    classify(photoCanvas, true).catch((error) => {
+      setState('failed', error.message ?? String(error));
+      console.error(error);
+    });
   };
-  registry.addEventListener('change', classifyPhotoAgain);
-  mirrorTta.addEventListener('change', () => {
-    camera.setTta(mirrorTta.checked ? 'flip' : 'none');
+  const sendTta = () => worker.request('tta', { tta: mirrorTta.checked ? 'flip' : 'none' });
+  registry.addEventListener('change', () => {
+    sendModel().catch((error) => setState('failed', `the new model did not reach the camera: ${error.message}`));
     classifyPhotoAgain();
   });
-  camera.setTta(mirrorTta.checked ? 'flip' : 'none'); // a reload may keep the box ticked
+  mirrorTta.addEventListener('change', () => {
+    sendTta().catch((error) => setState('failed', error.message));
+    classifyPhotoAgain();
+  });
+  await sendTta(); // a reload may keep the box ticked
   startButton.disabled = false;
   photoButton.disabled = false;
   setState('off');

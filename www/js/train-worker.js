@@ -8,10 +8,8 @@
 // Training runs in slices of a few steps, yielding to the event loop between them so that
 // pause, stop and inspect messages are handled within a slice.
 //
-// Threads: where the page is cross-origin isolated (the COOP/COEP headers ./build.sh's server
-// sends) the worker loads the multi-threaded build (www/pkg-threads), whose rayon pool of Web
-// Workers shares this instance's memory and splits each batch; elsewhere SharedArrayBuffer is
-// unavailable and the single-threaded build (www/pkg) trains alone. Both give the same numbers.
+// Threads: see engine.js; the multi-threaded build's pool splits each batch.
+import { loadEngine } from './engine.js';
 
 // Target duration of one `trainSteps` call: progress about five times a second, and pause
 // or stop obeyed within a fifth of a second (or one batch, when a batch takes longer).
@@ -32,26 +30,7 @@ let rowsByClass = []; // dataset rows of each emotion, for browsing
 let run = null; // the training run in progress
 const inspected = { row: null, model: null, label: '' }; // what "Look inside" shows when not training
 
-/** Loads the multi-threaded build with one pool thread per logical core, or the plain build. */
-async function loadEngine() {
-  if (self.crossOriginIsolated && typeof SharedArrayBuffer === 'function') {
-    try {
-      const threaded = await import('../pkg-threads/fer_cnn.js');
-      wasm = await threaded.default();
-      const cores = Math.max(1, navigator.hardwareConcurrency || 1);
-      await threaded.initThreadPool(cores);
-      [fer, threads] = [threaded, cores];
-      return;
-    } catch (error) {
-      console.warn(`Training on one thread: the multi-threaded engine did not start (${messageOf(error)}).`);
-    }
-  }
-  fer = await import('../pkg/fer_cnn.js');
-  wasm = await fer.default();
-  threads = 1;
-}
-
-const ready = loadEngine();
+const ready = loadEngine('Training').then((engine) => ({ fer, wasm, threads } = engine));
 
 self.onmessage = async ({ data: message }) => {
   await ready;
