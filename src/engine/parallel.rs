@@ -9,6 +9,22 @@
 
 use std::ops::Range;
 
+#[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
+thread_local! {
+    /// Set while this thread runs one of several chunks in parallel: the pool is then busy
+    /// with chunks, and the chunk's matrix products are not split further.
+    static IN_PARALLEL_CHUNK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` as one of several parallel chunks (see `IN_PARALLEL_CHUNK`).
+#[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
+fn as_parallel_chunk<T>(f: impl FnOnce() -> T) -> T {
+    let outer = IN_PARALLEL_CHUNK.replace(true);
+    let result = f();
+    IN_PARALLEL_CHUNK.set(outer);
+    result
+}
+
 /// Samples per chunk: small enough to balance 8 threads on a batch of 64, large enough that a
 /// chunk's convolution is one big gemm and its partial gradients cost little.
 pub const SAMPLES_PER_CHUNK: usize = 8;
@@ -30,11 +46,11 @@ where
     {
         use rayon::prelude::*;
         if out.len() <= chunk_len {
-            // One chunk (a camera frame's faces): run it here, so that its matrix products
-            // may split across the pool instead (see `parts_for`).
+            // One chunk (a camera frame's faces): its matrix products split across the pool
+            // instead (see `parts_for`).
             return out.chunks_mut(chunk_len).enumerate().map(run).collect();
         }
-        out.par_chunks_mut(chunk_len).enumerate().map(run).collect()
+        out.par_chunks_mut(chunk_len).enumerate().map(|item| as_parallel_chunk(|| run(item))).collect()
     }
     #[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
     {
@@ -56,7 +72,7 @@ where
         if chunks <= 1 {
             return (0..chunks).map(|c| f(range(c))).collect();
         }
-        (0..chunks).into_par_iter().map(|c| f(range(c))).collect()
+        (0..chunks).into_par_iter().map(|c| as_parallel_chunk(|| f(range(c)))).collect()
     }
     #[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
     {
@@ -65,13 +81,13 @@ where
 }
 
 /// Into how many parts (1 to the thread count) to split `work` units of work, each part at
-/// least `min_part` units. 1 in single-threaded wasm, and on a thread of the pool: the caller
-/// is then already one of several parallel tasks (say, one chunk of a batch), and splitting
-/// again would only add overhead.
+/// least `min_part` units. 1 in single-threaded wasm, and inside one of several parallel
+/// chunks of a batch: the pool is busy with the other chunks, and splitting again would only
+/// add overhead.
 pub fn parts_for(work: usize, min_part: usize) -> usize {
     #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
     {
-        if rayon::current_thread_index().is_some() {
+        if IN_PARALLEL_CHUNK.get() {
             return 1;
         }
         (work / min_part.max(1)).clamp(1, rayon::current_num_threads())
@@ -98,5 +114,24 @@ where
     #[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
     {
         items.into_iter().for_each(f);
+    }
+}
+
+/// Runs `f` on a thread of the pool and waits for it. Work that splits often (a camera
+/// frame: a dozen matrix products, each split in parts) is best started there: a split made on
+/// a pool thread keeps one part for itself and lets idle threads steal the rest, while a split
+/// made outside the pool waits for a pool thread to wake up for every part.
+pub fn on_pool<R, F>(f: F) -> R
+where
+    R: Send,
+    F: FnOnce() -> R + Send,
+{
+    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
+    {
+        rayon::scope(|_| f())
+    }
+    #[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
+    {
+        f()
     }
 }

@@ -9,6 +9,7 @@ use super::resample::AreaResampler;
 use super::tracks::FaceTracks;
 use super::{Detection, Rect};
 use crate::data::{FACE_PIXELS, FACE_SIDE, NUM_CLASSES};
+use crate::engine::parallel::on_pool;
 use crate::engine::Network;
 use crate::train::{predict_faces, Tta};
 use crate::{FerError, Result};
@@ -97,8 +98,13 @@ impl FacePipeline {
 
     /// Finds, crops and classifies the faces of `frame` with `classifier` (a 48x48x1 model);
     /// returns how many faces (0 to [`MAX_FACES`]). `now_ms` reads a clock in milliseconds
-    /// (`performance.now()` in the browser) to time each stage.
-    pub fn run(&mut self, frame: &Frame, kind: FrameKind, classifier: &mut Network, now_ms: impl Fn() -> f64) -> Result<usize> {
+    /// (`performance.now()` in the browser) to time each stage. Runs on the thread pool, where
+    /// there is one (see `parallel::on_pool`).
+    pub fn run(&mut self, frame: &Frame, kind: FrameKind, classifier: &mut Network, now_ms: impl Fn() -> f64 + Send) -> Result<usize> {
+        on_pool(|| self.run_here(frame, kind, classifier, now_ms))
+    }
+
+    fn run_here(&mut self, frame: &Frame, kind: FrameKind, classifier: &mut Network, now_ms: impl Fn() -> f64) -> Result<usize> {
         let input = classifier.spec().input;
         if input != [1, FACE_SIDE, FACE_SIDE] {
             return Err(FerError::Model(format!("this model takes {input:?} inputs; faces from the camera are 48x48 grey ([1, 48, 48])")));

@@ -9,7 +9,8 @@
 // build on the main thread, and in a worker (as the page's camera runs) the multi-threaded
 // build with a pool of one thread and of one thread per core. In Chromium it also runs the
 // page with a fake 30 frames/s camera for five seconds and reads the page's own figures (which
-// include copying each frame out of the video and handing it to the worker). Chromium is
+// include copying each frame out of the video and handing it to the worker), and counts the
+// main thread's long tasks meanwhile. Chromium is
 // driven by playwright-core, Firefox ESR by geckodriver's WebDriver HTTP API (playwright
 // cannot drive Firefox ESR).
 import fs from 'node:fs/promises';
@@ -127,8 +128,17 @@ async function liveChromium(url, scene) {
     await page.waitForSelector('#camera[data-state="off"]', { timeout: 30_000 });
     await page.click('#camera-start');
     await page.waitForSelector('#camera[data-state="on"]');
+    await page.waitForTimeout(1000);
+    // Tasks of over 50 ms on the page's main thread (the browser's "long tasks"): each one is a
+    // moment the page cannot respond.
+    await page.evaluate(() => {
+      window.longTasks = [];
+      new PerformanceObserver((list) => window.longTasks.push(...list.getEntries().map((e) => e.duration))).observe({ type: 'longtask' });
+    });
     await page.waitForTimeout(5000);
-    console.log(`Chromium, live page with a fake 30 frames/s camera: ${await page.textContent('#camera-stats')}`);
+    const longTasks = await page.evaluate(() => window.longTasks);
+    console.log(`Chromium, live page with a fake 30 frames/s camera: ${await page.textContent('#camera-stats')}; ` +
+      `main-thread tasks over 50 ms in 5 s: ${longTasks.length}${longTasks.length ? ` (longest ${Math.max(...longTasks).toFixed(0)} ms)` : ''}`);
   } finally {
     await browser.close();
     await fs.rm(dir, { recursive: true, force: true });
