@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use fer_cnn::data::input::AugmentConfig;
 use fer_cnn::data::{read_fer2013_path, Dataset, Parsed, Usage, EMOTIONS};
+use fer_cnn::engine::parallel::on_pool;
 use fer_cnn::engine::{Network, OptimizerKind};
 use fer_cnn::models::{deepen, load_model, merge, preset, save_model, LoadedModel, StoredDtype, PRESETS};
 use fer_cnn::train::{evaluate, recalibrate_batch_norm, Schedule, Teacher, TrainConfig, Trainer, Tta};
@@ -608,8 +609,9 @@ fn bench(models: Vec<String>, seconds: f64) -> Result<()> {
         // Classify first: training changes the weights (a model file's int8 or f16 weights are
         // trained as f32, so the training figure is the same as for its preset).
         let face = data.face(0).to_vec();
+        // On the thread pool, as the camera's pipeline runs it (see `parallel::on_pool`).
         let classify_rate = calls_per_second(seconds, || {
-            fer_cnn::train::predict_faces(&mut network, &face, Tta::None);
+            on_pool(|| fer_cnn::train::predict_faces(&mut network, &face, Tta::None));
         });
         let (parameters, macs) = (network.parameter_count(), network.macs());
         let mut trainer = Trainer::new(network, config, &data, rows)?;
