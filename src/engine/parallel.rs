@@ -99,6 +99,23 @@ pub fn parts_for(work: usize, min_part: usize) -> usize {
     }
 }
 
+/// Least work (multiply-adds, or comparable steps) per part of a split loop over rows.
+const ROW_PART_WORK: usize = 1 << 20;
+
+/// Calls `f(first_row, block)` for blocks of consecutive rows of `out` (`row_len` values per
+/// row), in parallel when the rows' work (`work_per_row` each) is worth splitting (see
+/// [`parts_for`]). For loops whose every row is computed on its own, so the result does not
+/// depend on the split.
+pub fn for_row_blocks<F>(out: &mut [f32], row_len: usize, work_per_row: usize, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync + Send,
+{
+    let rows = out.len().checked_div(row_len).unwrap_or(0);
+    let rows_per_part = rows.div_ceil(parts_for(rows * work_per_row, ROW_PART_WORK)).max(1);
+    let blocks: Vec<_> = out.chunks_mut(rows_per_part * row_len).enumerate().collect();
+    for_each_item(blocks, |(index, block)| f(index * rows_per_part, block));
+}
+
 /// Calls `f` on every item, in parallel where there are threads. For work whose items are
 /// independent (each writes only its own output), so the order does not matter.
 pub fn for_each_item<T, F>(items: Vec<T>, f: F)
@@ -133,5 +150,35 @@ where
     #[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
     {
         f()
+    }
+}
+
+// Natively, where there is always a pool (the wasm tests run the single-threaded build).
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_blocks_see_their_own_rows_wherever_the_split_falls() {
+        // Enough work to split across the pool: each value must come from its own row's index.
+        let (rows, row_len) = (1001, 7);
+        let mut out = vec![-1.0f32; rows * row_len];
+        for_row_blocks(&mut out, row_len, ROW_PART_WORK / 8, |first_row, block| {
+            for (i, row) in block.chunks_exact_mut(row_len).enumerate() {
+                row.iter_mut().enumerate().for_each(|(j, v)| *v = ((first_row + i) * row_len + j) as f32);
+            }
+        });
+        assert!(out.iter().enumerate().all(|(k, &v)| v == k as f32));
+    }
+
+    #[test]
+    fn products_split_outside_parallel_chunks_only() {
+        let threads = rayon::current_num_threads();
+        assert_eq!(parts_for(100 << 20, 1 << 20), threads);
+        assert_eq!(parts_for(1 << 20, 1 << 20), 1);
+        let inside: Vec<usize> = map_ranges(3 * SAMPLES_PER_CHUNK, |_| parts_for(100 << 20, 1 << 20));
+        assert_eq!(inside, vec![1; 3]);
+        let single_chunk: Vec<usize> = map_ranges(SAMPLES_PER_CHUNK, |_| parts_for(100 << 20, 1 << 20));
+        assert_eq!(single_chunk, vec![threads]);
     }
 }

@@ -17,6 +17,7 @@ use super::frame::Frame;
 use super::resample::AreaResampler;
 use super::tfjs::{read_weights, NamedTensor};
 use super::{Detection, Rect};
+use crate::engine::parallel::for_row_blocks;
 use crate::engine::tensor::{gemm, matrix, matrix_mut};
 use crate::{FerError, Result};
 
@@ -239,22 +240,25 @@ fn conv0_3x3_valid(input: &[f32], side: usize, filters: &[f32], bias: &[f32], ou
     let out_side = side - 2;
     out.resize(out_side * out_side * CONV0_FILTERS, 0.0);
     let bias: &[f32; CONV0_FILTERS] = bias.try_into().expect("conv0 bias has 16 values");
-    for (i, pixel_out) in out.chunks_exact_mut(CONV0_FILTERS).enumerate() {
-        let (y, x) = (i / out_side, i % out_side);
-        let mut sums = *bias;
-        for ky in 0..3 {
-            // Three neighbouring RGB pixels lie next to each other: 9 values, in the filters' (kx, channel) order.
-            let values = &input[((y + ky) * side + x) * 3..][..9];
-            for (&value, weights) in values.iter().zip(filters[ky * 9 * CONV0_FILTERS..].chunks_exact(CONV0_FILTERS)) {
-                for (s, w) in sums.iter_mut().zip(weights) {
-                    *s += value * w;
+    let row_len = out_side * CONV0_FILTERS;
+    for_row_blocks(out, row_len, row_len * 27, |first_row, rows| {
+        for (i, pixel_out) in rows.chunks_exact_mut(CONV0_FILTERS).enumerate() {
+            let (y, x) = (first_row + i / out_side, i % out_side);
+            let mut sums = *bias;
+            for ky in 0..3 {
+                // Three neighbouring RGB pixels lie next to each other: 9 values, in the filters' (kx, channel) order.
+                let values = &input[((y + ky) * side + x) * 3..][..9];
+                for (&value, weights) in values.iter().zip(filters[ky * 9 * CONV0_FILTERS..].chunks_exact(CONV0_FILTERS)) {
+                    for (s, w) in sums.iter_mut().zip(weights) {
+                        *s += value * w;
+                    }
                 }
             }
+            for (o, s) in pixel_out.iter_mut().zip(sums) {
+                *o = if s < 0.0 { s * LEAKY_SLOPE } else { s };
+            }
         }
-        for (o, s) in pixel_out.iter_mut().zip(sums) {
-            *o = if s < 0.0 { s * LEAKY_SLOPE } else { s };
-        }
-    }
+    });
     out_side
 }
 
@@ -290,9 +294,10 @@ fn pointwise(
 /// A depthwise 3x3 convolution with zero padding 1 (size kept): `[side, side, channels]`.
 fn depthwise_3x3_same(input: &[f32], side: usize, channels: usize, filters: &[f32], out: &mut Vec<f32>) {
     out.resize(side * side * channels, 0.0);
-    for y in 0..side {
-        for x in 0..side {
-            let sums = &mut out[(y * side + x) * channels..][..channels];
+    let row_len = side * channels;
+    for_row_blocks(out, row_len, row_len * 9, |first_row, rows| {
+        for (i, sums) in rows.chunks_exact_mut(channels).enumerate() {
+            let (y, x) = (first_row + i / side, i % side);
             sums.fill(0.0);
             for ky in 0..3 {
                 let Some(sy) = (y + ky).checked_sub(1).filter(|&sy| sy < side) else { continue };
@@ -306,7 +311,7 @@ fn depthwise_3x3_same(input: &[f32], side: usize, channels: usize, filters: &[f3
                 }
             }
         }
-    }
+    });
 }
 
 /// 2x2 max-pool with TensorFlow's 'same' padding (windows cut at the bottom and right edges):
