@@ -1,5 +1,5 @@
-//! The camera's wasm handle. Frames reach wasm without a copy per frame through JS: the page
-//! asks for a frame buffer once per frame size, keeps a typed-array view over it in
+//! The camera's wasm handle. Frames reach wasm without a copy per frame through JS: the page's
+//! camera worker asks for a frame buffer once per frame size, keeps a typed-array view over it in
 //! `memory.buffer`, writes each frame's RGBA pixels into that view, and calls
 //! `processVideoFrame`. Results are read the same way, through views over fixed buffers:
 //! `faces()`, `crops()`, `probs()` and `timings()` are addresses in wasm memory.
