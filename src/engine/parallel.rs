@@ -158,27 +158,39 @@ where
 mod tests {
     use super::*;
 
+    fn in_pool_of_four<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+        rayon::ThreadPoolBuilder::new().num_threads(4).build().expect("a test pool").install(f)
+    }
+
     #[test]
     fn row_blocks_see_their_own_rows_wherever_the_split_falls() {
         // Enough work to split across the pool: each value must come from its own row's index.
         let (rows, row_len) = (1001, 7);
         let mut out = vec![-1.0f32; rows * row_len];
-        for_row_blocks(&mut out, row_len, ROW_PART_WORK / 8, |first_row, block| {
-            for (i, row) in block.chunks_exact_mut(row_len).enumerate() {
-                row.iter_mut().enumerate().for_each(|(j, v)| *v = ((first_row + i) * row_len + j) as f32);
-            }
+        let mut blocks = 0;
+        in_pool_of_four(|| {
+            let seen = std::sync::atomic::AtomicUsize::new(0);
+            for_row_blocks(&mut out, row_len, ROW_PART_WORK / 8, |first_row, block| {
+                seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                for (i, row) in block.chunks_exact_mut(row_len).enumerate() {
+                    row.iter_mut().enumerate().for_each(|(j, v)| *v = ((first_row + i) * row_len + j) as f32);
+                }
+            });
+            blocks = seen.into_inner();
         });
+        assert_eq!(blocks, 4);
         assert!(out.iter().enumerate().all(|(k, &v)| v == k as f32));
     }
 
     #[test]
     fn products_split_outside_parallel_chunks_only() {
-        let threads = rayon::current_num_threads();
-        assert_eq!(parts_for(100 << 20, 1 << 20), threads);
-        assert_eq!(parts_for(1 << 20, 1 << 20), 1);
-        let inside: Vec<usize> = map_ranges(3 * SAMPLES_PER_CHUNK, |_| parts_for(100 << 20, 1 << 20));
-        assert_eq!(inside, vec![1; 3]);
-        let single_chunk: Vec<usize> = map_ranges(SAMPLES_PER_CHUNK, |_| parts_for(100 << 20, 1 << 20));
-        assert_eq!(single_chunk, vec![threads]);
+        in_pool_of_four(|| {
+            assert_eq!(parts_for(100 << 20, 1 << 20), 4);
+            assert_eq!(parts_for(1 << 20, 1 << 20), 1);
+            let inside: Vec<usize> = map_ranges(3 * SAMPLES_PER_CHUNK, |_| parts_for(100 << 20, 1 << 20));
+            assert_eq!(inside, vec![1; 3]);
+            let single_chunk: Vec<usize> = map_ranges(SAMPLES_PER_CHUNK, |_| parts_for(100 << 20, 1 << 20));
+            assert_eq!(single_chunk, vec![4]);
+        });
     }
 }
