@@ -281,8 +281,7 @@ async function runCamera({ section, registry }) {
       return;
     }
     stream = granted;
-    shown += 1;
-    showPhoto(null);
+    showPhoto(null); // also drops the results of frames still in flight
     setState('starting');
     for (const track of granted.getVideoTracks()) {
       track.addEventListener('ended', () => {
