@@ -78,18 +78,21 @@ fn train_predict_save_and_load_in_the_browser() {
     for face in probs.chunks(7) {
         assert!((face.iter().sum::<f32>() - 1.0).abs() < 1e-5);
     }
-    let reloaded = Model::from_bytes(&model.to_bytes(false).unwrap_or_else(|_| panic!("saves"))).unwrap_or_else(|_| panic!("loads"));
-    let mut reloaded = reloaded;
+    let exact = model.to_bytes("f32").unwrap_or_else(|_| panic!("saves"));
+    let mut reloaded = Model::from_bytes(&exact).unwrap_or_else(|_| panic!("loads"));
     assert_eq!(reloaded.predict(&faces, "none").unwrap_or_else(|_| panic!("predicts")), probs);
 
-    // An int8 file (as the default model may ship) loads and predicts nearly the same.
-    let network = fer_cnn::models::load_model(&bytes).unwrap_or_else(|_| panic!("loads natively")).network;
-    let int8 = fer_cnn::models::save_model(&network, fer_cnn::models::StoredDtype::Int8, &Default::default())
-        .unwrap_or_else(|_| panic!("saves as int8"));
-    let mut quantised = Model::from_bytes(&int8).unwrap_or_else(|_| panic!("int8 loads"));
-    let quantised_probs = quantised.predict(&faces, "none").unwrap_or_else(|_| panic!("predicts"));
-    let largest = quantised_probs.iter().zip(&probs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-    assert!(largest < 0.02, "int8 moved a probability by {largest}");
+    // f16 and int8 files (the page's smaller downloads; the default model ships as int8) load
+    // and predict nearly the same.
+    for (precision, tolerance) in [("f16", 0.002f32), ("int8", 0.02)] {
+        let smaller = model.to_bytes(precision).unwrap_or_else(|_| panic!("saves as {precision}"));
+        assert!(smaller.len() < exact.len(), "{precision}: {} bytes against {} in f32", smaller.len(), exact.len());
+        let mut rounded = Model::from_bytes(&smaller).unwrap_or_else(|_| panic!("{precision} loads"));
+        let rounded_probs = rounded.predict(&faces, "none").unwrap_or_else(|_| panic!("predicts"));
+        let largest = rounded_probs.iter().zip(&probs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(largest < tolerance, "{precision} moved a probability by {largest}");
+    }
+    assert!(model.to_bytes("f8").is_err(), "an unknown precision is refused");
 
     assert!(Model::from_bytes(&bytes[..bytes.len() / 2]).is_err(), "a truncated file is refused");
     assert!(model.predict(&faces[..100], "none").is_err(), "a partial face is refused");

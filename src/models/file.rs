@@ -25,6 +25,18 @@ pub enum StoredDtype {
     Int8,
 }
 
+impl StoredDtype {
+    /// `f32`, `f16` or `int8`, as the page names them.
+    pub fn from_name(name: &str) -> Result<StoredDtype> {
+        match name {
+            "f32" => Ok(StoredDtype::F32),
+            "f16" => Ok(StoredDtype::F16),
+            "int8" => Ok(StoredDtype::Int8),
+            other => Err(FerError::Model(format!("unknown weight precision \"{other}\": use f32, f16 or int8"))),
+        }
+    }
+}
+
 /// Name suffix of the per-channel scales of an int8 tensor.
 const SCALE_SUFFIX: &str = ".scale";
 

@@ -205,10 +205,13 @@ impl Model {
         Ok(Model { network: loaded.network, metadata: loaded.metadata })
     }
 
-    /// The model as a `.safetensors` file; `half` stores f16 weights (half the size).
+    /// The model as a `.safetensors` file with `precision` weights: `f32` (exact), `f16` (half
+    /// the size) or `int8` (a quarter; the batch-norm statistics are not re-measured after
+    /// rounding, as `fer recalibrate --int8` does with the training faces, which this model
+    /// may not have).
     #[wasm_bindgen(js_name = toBytes)]
-    pub fn to_bytes(&self, half: bool) -> Result<Vec<u8>, JsError> {
-        let dtype = if half { StoredDtype::F16 } else { StoredDtype::F32 };
+    pub fn to_bytes(&self, precision: &str) -> Result<Vec<u8>, JsError> {
+        let dtype = StoredDtype::from_name(precision).map_err(js_error)?;
         save_model(&self.network, dtype, &self.metadata).map_err(js_error)
     }
 

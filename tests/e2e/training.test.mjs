@@ -139,6 +139,24 @@ test('drop FER2013, train seed for an epoch, keep the model across a reload', ()
   const tensorBytes = (file, header) => file.length - 8 - header;
   assert.equal(2 * tensorBytes(halfBytes, halfHeaderLength), tensorBytes(bytes, headerLength));
 
+  // With 8-bit weights: conv and dense weights I8 with their per-filter scales, under a third
+  // of the f32 bytes; the page loads it back.
+  await page.selectOption('#model-download-precision', 'int8');
+  const [int8Download] = await Promise.all([page.waitForEvent('download'), page.click('#model-download')]);
+  assert.match(int8Download.suggestedFilename(), /^fer-seed-trained-int8\.safetensors$/);
+  const int8Bytes = await fs.readFile(await int8Download.path());
+  const int8HeaderLength = Number(int8Bytes.readBigUInt64LE(0));
+  const int8Header = JSON.parse(int8Bytes.subarray(8, 8 + int8HeaderLength).toString());
+  for (const layer of [0, 3, 7, 9]) {
+    assert.equal(int8Header[`layers.${layer}.weight`]?.dtype, 'I8', `layer ${layer}'s weights`);
+    assert.ok(int8Header[`layers.${layer}.weight.scale`], `layer ${layer}'s scales`);
+  }
+  assert.ok(3 * tensorBytes(int8Bytes, int8HeaderLength) < tensorBytes(bytes, headerLength));
+  await page.setInputFiles('#model-file', { name: 'seed-int8.safetensors', mimeType: 'application/octet-stream', buffer: int8Bytes });
+  await page.waitForFunction(() => document.querySelector('#model-select').value === 'file');
+  assert.match(await page.textContent('#model-info'), /^seed ·/);
+  await page.selectOption('#model-select', 'trained');
+
   // A truncated model file is refused and the trained model stays in use.
   await page.setInputFiles('#model-file', { name: 'broken.safetensors', mimeType: 'application/octet-stream', buffer: bytes.subarray(0, bytes.length >> 1) });
   await page.waitForSelector('#keep-error:not([hidden])');

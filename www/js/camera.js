@@ -142,7 +142,7 @@ async function runCamera({ section, registry }) {
   ]);
   const worker = new CameraWorker();
   const { threads, layout, emotions } = await worker.request('start', { detectorManifest, detectorWeights }, [detectorWeights]);
-  const sendModel = () => worker.request('model', { bytes: registry.current().toBytes(false) });
+  const sendModel = () => worker.request('model', { bytes: registry.current().toBytes('f32') });
   await sendModel();
 
   const $ = (selector) => section.querySelector(selector);

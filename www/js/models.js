@@ -106,13 +106,14 @@ export class ModelRegistry extends EventTarget {
     return this.entries.get(id)?.model.describe();
   }
 
-  /// The current model as a `.safetensors` download, with 16-bit weights when `half`.
-  downloadCurrent(half) {
+  /// The current model as a `.safetensors` download with `precision` weights: 'f32', 'f16' or 'int8'.
+  downloadCurrent(precision) {
     const description = this.current().describe();
-    const bytes = this.current().toBytes(half);
+    const bytes = this.current().toBytes(precision);
     const link = document.createElement('a');
     link.href = URL.createObjectURL(new Blob([bytes], { type: 'application/octet-stream' }));
-    link.download = `fer-${description.spec.name}-${this.currentId}${half ? '-f16' : ''}.safetensors`;
+    const suffix = precision === 'f32' ? '' : `-${precision}`;
+    link.download = `fer-${description.spec.name}-${this.currentId}${suffix}.safetensors`;
     link.click();
     // The download has started from the object URL by the time the next task runs.
     setTimeout(() => URL.revokeObjectURL(link.href), 0);

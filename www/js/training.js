@@ -438,7 +438,7 @@ function insideSection(page) {
   page.inspect = (row) => worker.postMessage({ type: 'inspect', row });
   // The worker looks inside the model being trained; otherwise inside the page's current model.
   page.sendInspectModel = () => {
-    worker.postMessage({ type: 'inspect-model', bytes: registry.current().toBytes(false), label: `the page's current model, "${registry.currentLabel()}"` });
+    worker.postMessage({ type: 'inspect-model', bytes: registry.current().toBytes('f32'), label: `the page's current model, "${registry.currentLabel()}"` });
   };
   // In a task of its own: serialising a large model here would lengthen whichever task changed
   // the model (the end of a training run, say) past 50 ms.
@@ -496,7 +496,7 @@ async function keepSection(page) {
   $('#model-download').addEventListener('click', () => {
     show(error, '');
     try {
-      registry.downloadCurrent($('#model-download-precision').value === 'f16');
+      registry.downloadCurrent($('#model-download-precision').value);
       status.textContent = `Downloading "${registry.currentLabel()}".`;
     } catch (e) {
       show(error, `Could not write "${registry.currentLabel()}" as a file: ${e.message ?? e}`);
