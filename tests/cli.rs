@@ -79,6 +79,15 @@ fn train_resume_evaluate_merge_and_describe() {
     assert!(stderr.contains("'seed-x2'"), "{stderr}");
     assert_eq!(eval_json(&dir, "m.safetensors")["n"].as_u64(), Some(n));
 
+    // The weight average of two seed models is one seed model, and says where it came from.
+    let (_, stderr) = succeeds(&dir, &["average", "--model", "a.safetensors", "--model", "b.safetensors", "--out", "avg.safetensors"]);
+    assert!(stderr.contains("the mean of 2 'seed' models"), "{stderr}");
+    let (stdout, _) = succeeds(&dir, &["info", "avg.safetensors"]);
+    assert!(stdout.starts_with("seed:") && stdout.contains("averaged_from: a.safetensors, b.safetensors"), "{stdout}");
+    assert_eq!(eval_json(&dir, "avg.safetensors")["n"].as_u64(), Some(n));
+    let stderr = fails(&dir, &["average", "--model", "a.safetensors", "--model", "m.safetensors", "--out", "x.safetensors"]);
+    assert!(stderr.contains("only models of one architecture can be averaged"), "{stderr}");
+
     let (stdout, _) = succeeds(&dir, &["info", "m.safetensors"]);
     assert!(stdout.starts_with("seed-x2:"), "{stdout}");
     assert!(stdout.contains("merged_from: a.safetensors, b.safetensors"), "{stdout}");

@@ -13,7 +13,7 @@ use fer_cnn::data::input::AugmentConfig;
 use fer_cnn::data::{read_fer2013_path, Dataset, Parsed, Usage, EMOTIONS};
 use fer_cnn::engine::parallel::on_pool;
 use fer_cnn::engine::{Network, OptimizerKind};
-use fer_cnn::models::{deepen, load_model, merge, preset, save_model, LoadedModel, StoredDtype, PRESETS};
+use fer_cnn::models::{average, deepen, load_model, merge, preset, save_model, LoadedModel, StoredDtype, PRESETS};
 use fer_cnn::train::{evaluate, recalibrate_batch_norm, Schedule, Teacher, TrainConfig, Trainer, Tta};
 use fer_cnn::{FerError, Result};
 
@@ -36,7 +36,11 @@ enum Command {
     /// Merge models of one architecture into one network whose logits are the mean of theirs
     /// (an ensemble in one file, as fast as running the members one after another); a merged
     /// model counts as the models it holds, so members can be added one at a time.
-    Merge(MergeArgs),
+    Merge(CombineArgs),
+    /// Average the weights of models of one architecture that lie in one basin (one fine-tuned
+    /// from another, or snapshots of one run): a model the size of one ("model soup"); re-measure
+    /// its batch-norm statistics with `recalibrate` afterwards.
+    Average(CombineArgs),
     /// Print speed figures: training faces/s (batch 64) and classify time per face, per preset
     /// or model file.
     Bench {
@@ -211,13 +215,13 @@ impl Precision {
 }
 
 #[derive(clap::Args)]
-struct MergeArgs {
+struct CombineArgs {
     /// The models (.safetensors), two or more: repeat --model
     #[arg(long = "model", required = true, num_args = 1)]
     models: Vec<PathBuf>,
     #[command(flatten)]
     precision: Precision,
-    /// Where to write the merged model (.safetensors)
+    /// Where to write the result (.safetensors)
     #[arg(long)]
     out: PathBuf,
 }
@@ -238,6 +242,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => eval(args),
         Command::Recalibrate(args) => recalibrate(args),
         Command::Merge(args) => merge_models(args),
+        Command::Average(args) => average_models(args),
         Command::Bench { models, seconds } => bench(models, seconds),
         Command::Info { model } => info(&model),
     }
@@ -464,7 +469,7 @@ fn recalibrate(args: RecalibrateArgs) -> Result<()> {
     Ok(())
 }
 
-fn merge_models(args: MergeArgs) -> Result<()> {
+fn merge_models(args: CombineArgs) -> Result<()> {
     if args.models.len() < 2 {
         return Err(FerError::Config("give two or more models to merge (--model A --model B)".into()));
     }
@@ -482,6 +487,23 @@ fn merge_models(args: MergeArgs) -> Result<()> {
         merged.parameter_count(),
         merged.macs() as f64 / 1e6
     );
+    Ok(())
+}
+
+fn average_models(args: CombineArgs) -> Result<()> {
+    if args.models.len() < 2 {
+        return Err(FerError::Config("give two or more models to average (--model A --model B)".into()));
+    }
+    let models = args.models.iter().map(|path| Ok(load_model(&read_file(path)?)?.network)).collect::<Result<Vec<_>>>()?;
+    let averaged = average(&models)?;
+    let names: Vec<String> = args.models.iter().map(|p| p.display().to_string()).collect();
+    let metadata = HashMap::from([("averaged_from".to_string(), names.join(", "))]);
+    let bytes = save_model(&averaged, args.precision.dtype(), &metadata)?;
+    write_file(&args.out, &bytes)?;
+    eprintln!("saved {} ({} bytes): the mean of {} '{}' models", args.out.display(), bytes.len(), models.len(), averaged.spec().name);
+    if averaged.has_batch_norm() {
+        eprintln!("re-measure its batch-norm statistics: fer recalibrate --model {} --csv FER2013.csv --out ...", args.out.display());
+    }
     Ok(())
 }
 
