@@ -469,20 +469,26 @@ fn recalibrate(args: RecalibrateArgs) -> Result<()> {
     Ok(())
 }
 
-fn merge_models(args: CombineArgs) -> Result<()> {
+/// Loads `args.models` (two or more), combines them with `combine` and saves the result with
+/// `{verb}d_from` (the files' names) in its metadata; returns the result and its size in bytes.
+fn combine_models(args: &CombineArgs, verb: &str, combine: fn(&[Network]) -> Result<Network>) -> Result<(Network, usize)> {
     if args.models.len() < 2 {
-        return Err(FerError::Config("give two or more models to merge (--model A --model B)".into()));
+        return Err(FerError::Config(format!("give two or more models to {verb} (--model A --model B)")));
     }
-    let members = args.models.iter().map(|path| Ok(load_model(&read_file(path)?)?.network)).collect::<Result<Vec<_>>>()?;
-    let merged = merge(&members)?;
+    let models = args.models.iter().map(|path| Ok(load_model(&read_file(path)?)?.network)).collect::<Result<Vec<_>>>()?;
+    let combined = combine(&models)?;
     let names: Vec<String> = args.models.iter().map(|p| p.display().to_string()).collect();
-    let metadata = HashMap::from([("merged_from".to_string(), names.join(", "))]);
-    let bytes = save_model(&merged, args.precision.dtype(), &metadata)?;
+    let metadata = HashMap::from([(format!("{verb}d_from"), names.join(", "))]);
+    let bytes = save_model(&combined, args.precision.dtype(), &metadata)?;
     write_file(&args.out, &bytes)?;
+    Ok((combined, bytes.len()))
+}
+
+fn merge_models(args: CombineArgs) -> Result<()> {
+    let (merged, size) = combine_models(&args, "merge", merge)?;
     eprintln!(
-        "saved {} ({} bytes): '{}', {} parameters, {:.1} M multiply-adds per face",
+        "saved {} ({size} bytes): '{}', {} parameters, {:.1} M multiply-adds per face",
         args.out.display(),
-        bytes.len(),
         merged.spec().name,
         merged.parameter_count(),
         merged.macs() as f64 / 1e6
@@ -491,16 +497,8 @@ fn merge_models(args: CombineArgs) -> Result<()> {
 }
 
 fn average_models(args: CombineArgs) -> Result<()> {
-    if args.models.len() < 2 {
-        return Err(FerError::Config("give two or more models to average (--model A --model B)".into()));
-    }
-    let models = args.models.iter().map(|path| Ok(load_model(&read_file(path)?)?.network)).collect::<Result<Vec<_>>>()?;
-    let averaged = average(&models)?;
-    let names: Vec<String> = args.models.iter().map(|p| p.display().to_string()).collect();
-    let metadata = HashMap::from([("averaged_from".to_string(), names.join(", "))]);
-    let bytes = save_model(&averaged, args.precision.dtype(), &metadata)?;
-    write_file(&args.out, &bytes)?;
-    eprintln!("saved {} ({} bytes): the mean of {} '{}' models", args.out.display(), bytes.len(), models.len(), averaged.spec().name);
+    let (averaged, size) = combine_models(&args, "average", average)?;
+    eprintln!("saved {} ({size} bytes): the mean of {} '{}' models", args.out.display(), args.models.len(), averaged.spec().name);
     if averaged.has_batch_norm() {
         eprintln!("re-measure its batch-norm statistics: fer recalibrate --model {} --csv FER2013.csv --out ...", args.out.display());
     }
