@@ -118,47 +118,36 @@ test('drop FER2013, train seed for an epoch, keep the model across a reload', ()
   if (process.env.UPDATE_SCREENSHOTS) await screenshots(page);
 
   // Download: a safetensors file whose metadata holds the training options and results.
-  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#model-download')]);
-  assert.match(download.suggestedFilename(), /^fer-seed-trained\.safetensors$/);
-  const bytes = await fs.readFile(await download.path());
-  const headerLength = Number(bytes.readBigUInt64LE(0));
-  const metadata = JSON.parse(bytes.subarray(8, 8 + headerLength).toString()).__metadata__;
+  const exact = await downloadModel(page, 'f32');
+  assert.equal(exact.name, 'fer-seed-trained.safetensors');
+  const metadata = exact.header.__metadata__;
   assert.equal(JSON.parse(metadata.training).epochs, 1);
   assert.equal(metadata.train_rows, String(ROWS.Training));
   assert.match(metadata.publictest_accuracy, /^0\.\d{4}$|^1\.0000$/);
 
   // The same model with 16-bit weights: every tensor F16, half the bytes of f32.
-  await page.selectOption('#model-download-precision', 'f16');
-  const [halfDownload] = await Promise.all([page.waitForEvent('download'), page.click('#model-download')]);
-  assert.match(halfDownload.suggestedFilename(), /^fer-seed-trained-f16\.safetensors$/);
-  const halfBytes = await fs.readFile(await halfDownload.path());
-  const halfHeaderLength = Number(halfBytes.readBigUInt64LE(0));
-  const halfHeader = JSON.parse(halfBytes.subarray(8, 8 + halfHeaderLength).toString());
-  const dtypes = new Set(Object.entries(halfHeader).filter(([name]) => name !== '__metadata__').map(([, t]) => t.dtype));
+  const half = await downloadModel(page, 'f16');
+  assert.equal(half.name, 'fer-seed-trained-f16.safetensors');
+  const dtypes = new Set(Object.entries(half.header).filter(([name]) => name !== '__metadata__').map(([, t]) => t.dtype));
   assert.deepEqual([...dtypes], ['F16']);
-  const tensorBytes = (file, header) => file.length - 8 - header;
-  assert.equal(2 * tensorBytes(halfBytes, halfHeaderLength), tensorBytes(bytes, headerLength));
+  assert.equal(2 * half.tensorBytes, exact.tensorBytes);
 
   // With 8-bit weights: conv and dense weights I8 with their per-filter scales, under a third
   // of the f32 bytes; the page loads it back.
-  await page.selectOption('#model-download-precision', 'int8');
-  const [int8Download] = await Promise.all([page.waitForEvent('download'), page.click('#model-download')]);
-  assert.match(int8Download.suggestedFilename(), /^fer-seed-trained-int8\.safetensors$/);
-  const int8Bytes = await fs.readFile(await int8Download.path());
-  const int8HeaderLength = Number(int8Bytes.readBigUInt64LE(0));
-  const int8Header = JSON.parse(int8Bytes.subarray(8, 8 + int8HeaderLength).toString());
+  const int8 = await downloadModel(page, 'int8');
+  assert.equal(int8.name, 'fer-seed-trained-int8.safetensors');
   for (const layer of [0, 3, 7, 9]) {
-    assert.equal(int8Header[`layers.${layer}.weight`]?.dtype, 'I8', `layer ${layer}'s weights`);
-    assert.ok(int8Header[`layers.${layer}.weight.scale`], `layer ${layer}'s scales`);
+    assert.equal(int8.header[`layers.${layer}.weight`]?.dtype, 'I8', `layer ${layer}'s weights`);
+    assert.ok(int8.header[`layers.${layer}.weight.scale`], `layer ${layer}'s scales`);
   }
-  assert.ok(3 * tensorBytes(int8Bytes, int8HeaderLength) < tensorBytes(bytes, headerLength));
-  await page.setInputFiles('#model-file', { name: 'seed-int8.safetensors', mimeType: 'application/octet-stream', buffer: int8Bytes });
+  assert.ok(3 * int8.tensorBytes < exact.tensorBytes);
+  await page.setInputFiles('#model-file', { name: 'seed-int8.safetensors', mimeType: 'application/octet-stream', buffer: int8.bytes });
   await page.waitForFunction(() => document.querySelector('#model-select').value === 'file');
   assert.match(await page.textContent('#model-info'), /^seed ·/);
   await page.selectOption('#model-select', 'trained');
 
   // A truncated model file is refused and the trained model stays in use.
-  await page.setInputFiles('#model-file', { name: 'broken.safetensors', mimeType: 'application/octet-stream', buffer: bytes.subarray(0, bytes.length >> 1) });
+  await page.setInputFiles('#model-file', { name: 'broken.safetensors', mimeType: 'application/octet-stream', buffer: exact.bytes.subarray(0, exact.bytes.length >> 1) });
   await page.waitForSelector('#keep-error:not([hidden])');
   assert.match(await page.textContent('#keep-error'), /"broken\.safetensors" is not a model this page can load: .+ Still using "Trained here: seed/);
   assert.equal(await page.inputValue('#model-select'), 'trained');
@@ -173,6 +162,17 @@ test('drop FER2013, train seed for an epoch, keep the model across a reload', ()
 
   assert.deepEqual(errors, []);
 }));
+
+/** Downloads the current model with `precision` weights: its file name, bytes, safetensors
+ * header and the bytes of its tensors (after the header). */
+async function downloadModel(page, precision) {
+  await page.selectOption('#model-download-precision', precision);
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#model-download')]);
+  const bytes = await fs.readFile(await download.path());
+  const headerLength = Number(bytes.readBigUInt64LE(0));
+  const header = JSON.parse(bytes.subarray(8, 8 + headerLength).toString());
+  return { name: download.suggestedFilename(), bytes, header, tensorBytes: bytes.length - 8 - headerLength };
+}
 
 /** The README's pictures: the training half of the page on a laptop and on a phone. */
 async function screenshots(page) {
@@ -229,11 +229,10 @@ async function trainDeep(serveOptions) {
     await page.waitForSelector('#train[data-state="finished"]', { timeout: 60_000 });
     const threads = Number(await page.getAttribute('#train', 'data-threads'));
     const cores = await page.evaluate(() => navigator.hardwareConcurrency);
-    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#model-download')]);
-    const bytes = await fs.readFile(await download.path());
+    const { bytes, tensorBytes } = await downloadModel(page, 'f32');
     assert.deepEqual(errors, []);
     // The tensors follow the JSON header; the header's metadata holds timings, which differ.
-    return { threads, cores, tensors: bytes.subarray(8 + Number(bytes.readBigUInt64LE(0))) };
+    return { threads, cores, tensors: bytes.subarray(bytes.length - tensorBytes) };
   }, serveOptions);
 }
 
