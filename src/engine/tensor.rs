@@ -20,9 +20,10 @@ const GEMM_PART_MACS: usize = 2 << 20;
 /// (AVX/FMA natively, simd128 in wasm). Views may be transposed with `.t()` at no cost.
 ///
 /// A large product that is not already one of several parallel batch chunks (one camera face,
-/// the face detector) is split into parts of `c`, computed in parallel: by columns when `a` is the smaller operand
-/// (each part packs `a` again), else by rows. Each element's sum runs over the same `k` in
-/// the same order either way, so the result is bit-identical to the whole product (tested).
+/// the face detector) is split into parts of `c`, computed in parallel: by columns when `a` is
+/// the smaller operand (each part packs `a` again), else by rows. Each element's sum runs over
+/// the same `k` in the same order either way, so the result is bit-identical to the whole
+/// product (tested).
 pub fn gemm(alpha: f32, a: &ArrayView2<f32>, b: &ArrayView2<f32>, beta: f32, c: &mut ArrayViewMut2<f32>) {
     let (rows, inner, cols) = (a.nrows(), a.ncols(), b.ncols());
     let parts = parts_for(rows * inner * cols, GEMM_PART_MACS);

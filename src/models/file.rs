@@ -32,7 +32,7 @@ impl StoredDtype {
             "f32" => Ok(StoredDtype::F32),
             "f16" => Ok(StoredDtype::F16),
             "int8" => Ok(StoredDtype::Int8),
-            other => Err(FerError::Model(format!("unknown weight precision \"{other}\": use f32, f16 or int8"))),
+            other => Err(FerError::Config(format!("unknown weight precision \"{other}\": use f32, f16 or int8"))),
         }
     }
 }
