@@ -43,7 +43,12 @@ fn write_csv(dir: &Path, per_class: usize, usages: &[&str]) -> String {
 const TRAIN_SEED: &[&str] = &["train", "--csv", "faces.csv", "--preset", "seed", "--batch", "14", "--lr", "0.01"];
 
 fn eval_json(dir: &Path, model: &str) -> serde_json::Value {
-    let (stdout, _) = succeeds(dir, &["eval", "--model", model, "--csv", "faces.csv", "--usage", "PublicTest", "--json"]);
+    eval_json_with(dir, model, &[])
+}
+
+fn eval_json_with(dir: &Path, model: &str, options: &[&str]) -> serde_json::Value {
+    let (stdout, _) =
+        succeeds(dir, &[&["eval", "--model", model, "--csv", "faces.csv", "--usage", "PublicTest", "--json"], options].concat());
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("--json prints one JSON object ({e}):\n{stdout}"))
 }
 
@@ -93,12 +98,19 @@ fn train_resume_evaluate_merge_and_describe() {
     assert!(stdout.contains("merged_from: a.safetensors, b.safetensors"), "{stdout}");
     let parameters = stdout.lines().find_map(|l| l.strip_prefix("parameters: ")).expect("info prints the parameters");
 
-    // bench times a model file as it times a preset: its row names it and counts its parameters.
+    // Integer inference evaluates the same faces, to nearly the same accuracy.
+    let (exact, integer) = (eval_json(&dir, "m.safetensors"), eval_json_with(&dir, "m.safetensors", &["--int8-inference"]));
+    assert_eq!(integer["n"], exact["n"]);
+    let accuracy = |json: &serde_json::Value| json["accuracy"].as_f64().expect("an accuracy");
+    assert!((accuracy(&integer) - accuracy(&exact)).abs() <= 0.1, "{integer} vs {exact}");
+
+    // bench times a model file as it times a preset: its row names it and counts its parameters,
+    // and gives its training speed and classify times in f32 and in integer arithmetic.
     let (stdout, _) = succeeds(&dir, &["bench", "--seconds", "0.05", "m.safetensors", "seed"]);
     let row: Vec<&str> = stdout.lines().find(|l| l.starts_with("m.safetensors")).expect("a row for the file").split_whitespace().collect();
-    assert_eq!(row.len(), 5, "{stdout}");
+    assert_eq!(row.len(), 6, "{stdout}");
     assert_eq!(row[1], parameters, "{stdout}");
-    assert!(row[3].parse::<f64>().is_ok_and(|r| r > 0.0) && row[4].parse::<f64>().is_ok_and(|ms| ms > 0.0), "{stdout}");
+    assert!(row[3..].iter().all(|figure| figure.parse::<f64>().is_ok_and(|v| v > 0.0)), "{stdout}");
     assert!(stdout.lines().any(|l| l.starts_with("seed ")), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -22,3 +22,22 @@ fn native_predictions_match_the_shared_fixture() {
     // The 6 training steps moved the model: not the uniform 1/7 of an untrained net.
     assert!(probs.iter().any(|p| (p - 1.0 / 7.0).abs() > 0.01));
 }
+
+#[test]
+fn native_integer_predictions_match_their_shared_fixture() {
+    let probs = common::reference_probabilities_int8();
+    if std::env::var_os("UPDATE_FIXTURES").is_some() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/reference_probabilities_int8.json");
+        std::fs::write(path, serde_json::to_string_pretty(&probs).unwrap()).unwrap();
+        return;
+    }
+    let expected = common::reference_fixture_int8();
+    assert_eq!(probs.len(), expected.len());
+    for (i, (got, want)) in probs.iter().zip(&expected).enumerate() {
+        assert!((got - want).abs() < 1e-5, "probability {i}: {got} vs fixture {want}");
+    }
+    // Integer arithmetic rounds the weights to 8 bits: close to the f32 probabilities, not equal.
+    let f32_probs = common::reference_probabilities();
+    let difference = probs.iter().zip(&f32_probs).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(difference > 0.0 && difference < 0.01, "int8 and f32 probabilities differ by {difference}");
+}

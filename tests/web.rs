@@ -30,6 +30,42 @@ fn same_predictions_as_native_within_1e_5() {
 }
 
 #[wasm_bindgen_test]
+fn same_integer_predictions_as_native_within_1e_5() {
+    let probs = common::reference_probabilities_int8();
+    let expected = common::reference_fixture_int8();
+    assert_eq!(probs.len(), expected.len());
+    for (i, (got, want)) in probs.iter().zip(&expected).enumerate() {
+        assert!((got - want).abs() < 1e-5, "probability {i}: wasm {got} vs native {want}");
+    }
+}
+
+#[wasm_bindgen_test]
+fn the_simd128_integer_kernel_gives_the_portable_kernels_sums() {
+    use fer_cnn::engine::int8::{block_sums, block_sums_portable};
+    let mut rng = common::Lcg(9);
+    for pairs in [1, 5, 258] {
+        let weights: Vec<i16> = (0..pairs * 8).map(|_| (rng.next() % 255) as i16 - 127).collect();
+        let columns: Vec<i16> =
+            (0..pairs * 16).map(|_| [i16::MAX, -i16::MAX, (rng.next() % 65535) as i16][rng.next() as usize % 3]).collect();
+        assert_eq!(block_sums(&weights, &columns, pairs), block_sums_portable(&weights, &columns, pairs), "{pairs} pairs");
+    }
+}
+
+#[wasm_bindgen_test]
+fn the_default_model_classifies_in_integer_arithmetic() {
+    let bytes = include_bytes!("../www/models/default.safetensors");
+    let mut model = Model::from_bytes(bytes).unwrap_or_else(|_| panic!("the default model loads"));
+    assert_eq!(model.stored_precision(), "int8");
+    let mut rng = common::Lcg(11);
+    let faces: Vec<u8> = (0..3).flat_map(|i| common::synthetic_face(i, &mut rng)).collect();
+    let exact = model.predict(&faces, "none").unwrap_or_else(|_| panic!("predicts"));
+    model.set_int8_inference(true);
+    let integer = model.predict(&faces, "none").unwrap_or_else(|_| panic!("predicts"));
+    let difference = exact.iter().zip(&integer).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(difference > 0.0 && difference < 2e-3, "probabilities differ by {difference}");
+}
+
+#[wasm_bindgen_test]
 fn csv_in_odd_chunks_with_bad_rows_is_parsed_and_reported() {
     let mut csv = common::synthetic_csv(2, &["Training", "PublicTest", "PrivateTest"], 5);
     csv += "7,1 2 3,Training\n";

@@ -5,6 +5,7 @@ use ndarray::{Array2, Ix2, IxDyn};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use super::int8::Epilogue;
 use super::layers::{build_layer, Layer, LayerSpec, Mode, Param, Shape};
 use super::loss::softmax;
 use super::tensor::{standard, Rng, Tensor};
@@ -24,6 +25,7 @@ pub struct ModelSpec {
 pub struct Network {
     spec: ModelSpec,
     layers: Vec<Box<dyn Layer>>,
+    int8_inference: bool,
 }
 
 impl Network {
@@ -47,7 +49,7 @@ impl Network {
                 spec.classes
             )));
         }
-        Ok(Network { spec, layers })
+        Ok(Network { spec, layers, int8_inference: false })
     }
 
     pub fn spec(&self) -> &ModelSpec {
@@ -57,10 +59,43 @@ impl Network {
     /// Logits `[n, classes]` for a batch `[n, c, h, w]`.
     pub fn forward(&mut self, input: Tensor, mode: &mut Mode) -> Array2<f32> {
         let mut activation = standard(input);
-        for layer in &mut self.layers {
-            activation = standard(layer.forward(activation, mode));
+        let fuse = self.int8_inference && matches!(mode, Mode::Eval);
+        let mut next = 0;
+        while next < self.layers.len() {
+            if fuse {
+                if let Some((output, layers_used)) = self.forward_fused(next, &activation) {
+                    activation = standard(output);
+                    next += layers_used;
+                    continue;
+                }
+            }
+            activation = standard(self.layers[next].forward(activation, mode));
+            next += 1;
         }
         activation.into_dimensionality::<Ix2>().expect("the network was built to output [n, classes]")
+    }
+
+    /// Layer `first` with the batch-norm and ReLU right after it folded into its output pass,
+    /// where it can (an integer convolution): the output and how many layers it stood for.
+    fn forward_fused(&mut self, first: usize, input: &Tensor) -> Option<(Tensor, usize)> {
+        let (layer, after) = self.layers[first..].split_first_mut()?;
+        let affine = after.first().and_then(|l| l.channel_affine());
+        let folded_affine = usize::from(affine.is_some());
+        let relu = after.get(folded_affine).is_some_and(|l| l.is_relu());
+        let output = layer.forward_fused(input, &Epilogue { affine, relu })?;
+        Some((output, 1 + folded_affine + usize::from(relu)))
+    }
+
+    /// Evaluation passes (predict, evaluate, the camera) in integer arithmetic: 8-bit weights
+    /// times 16-bit activations in the convolutions (`engine::int8`); the rest stays f32, and
+    /// training and batch-norm recalibration are unaffected. Exact for int8 model files' weights.
+    pub fn set_int8_inference(&mut self, on: bool) {
+        self.int8_inference = on;
+        self.layers.iter_mut().for_each(|layer| layer.set_int8_inference(on));
+    }
+
+    pub fn int8_inference(&self) -> bool {
+        self.int8_inference
     }
 
     pub fn has_batch_norm(&self) -> bool {

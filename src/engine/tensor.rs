@@ -40,6 +40,18 @@ pub fn gemm(alpha: f32, a: &ArrayView2<f32>, b: &ArrayView2<f32>, beta: f32, c: 
     }
 }
 
+/// The larger of two values, by one comparison. `f32::max` treats NaN specially and so is a
+/// library call in wasm (`fmaxf`), which costs more than the rest of a ReLU or a pooling
+/// step; activations are never NaN.
+#[inline]
+pub fn larger(a: f32, b: f32) -> f32 {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
 /// Borrow `data` as a `[rows, cols]` matrix. Callers size their buffers from layer shapes,
 /// so a mismatch is a programming error, not a user error.
 pub fn matrix(data: &[f32], rows: usize, cols: usize) -> ArrayView2<'_, f32> {

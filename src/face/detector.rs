@@ -18,7 +18,7 @@ use super::resample::AreaResampler;
 use super::tfjs::{read_weights, NamedTensor};
 use super::{Detection, Rect};
 use crate::engine::parallel::for_row_blocks;
-use crate::engine::tensor::{gemm, matrix, matrix_mut};
+use crate::engine::tensor::{gemm, larger, matrix, matrix_mut};
 use crate::{FerError, Result};
 
 /// Anchor box sizes in grid cells (width, height), from face-api.js's `tinyFaceDetector/const.ts`.
@@ -326,7 +326,7 @@ fn max_pool_2x2(input: &[f32], side: usize, channels: usize, stride: usize, out:
         let (y1, x1) = ((y0 + 1).min(side - 1), (x0 + 1).min(side - 1));
         let rows = pixel(y0, x0).iter().zip(pixel(y0, x1)).zip(pixel(y1, x0).iter().zip(pixel(y1, x1)));
         for (m, ((a, b), (c, d))) in maxima.iter_mut().zip(rows) {
-            *m = a.max(*b).max(c.max(*d));
+            *m = larger(larger(*a, *b), larger(*c, *d));
         }
     }
     out_side

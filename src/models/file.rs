@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use half::f16;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
+use crate::engine::int8::quantise_rows;
 use crate::engine::{ModelSpec, Network, Tensor};
 use crate::{FerError, Result};
 
@@ -35,6 +36,15 @@ impl StoredDtype {
             other => Err(FerError::Config(format!("unknown weight precision \"{other}\": use f32, f16 or int8"))),
         }
     }
+
+    /// The page's name for it (the inverse of [`StoredDtype::from_name`]).
+    pub fn name(self) -> &'static str {
+        match self {
+            StoredDtype::F32 => "f32",
+            StoredDtype::F16 => "f16",
+            StoredDtype::Int8 => "int8",
+        }
+    }
 }
 
 /// Name suffix of the per-channel scales of an int8 tensor.
@@ -42,6 +52,9 @@ const SCALE_SUFFIX: &str = ".scale";
 
 pub struct LoadedModel {
     pub network: Network,
+    /// How the file stored its weights (`Int8` when any tensor was 8-bit, else `F16` when any
+    /// was 16-bit).
+    pub stored: StoredDtype,
     /// The file's metadata besides `format` and `spec` (e.g. how the model was trained).
     pub metadata: HashMap<String, String>,
 }
@@ -118,6 +131,7 @@ pub fn load_with_extras(bytes: &[u8]) -> Result<(LoadedModel, Vec<(String, Tenso
     let tensors = SafeTensors::deserialize(bytes).map_err(|e| FerError::Model(format!("the model file is damaged or truncated ({e})")))?;
 
     let mut network = Network::new(spec, 0)?;
+    let mut stored = StoredDtype::F32;
     let expected = network.named_tensors().len();
     let model_tensor_count = tensors.names().iter().filter(|n| !n.starts_with(EXTRA_PREFIX) && !n.ends_with(SCALE_SUFFIX)).count();
     if model_tensor_count != expected {
@@ -133,8 +147,16 @@ pub fn load_with_extras(bytes: &[u8]) -> Result<(LoadedModel, Vec<(String, Tenso
             )));
         }
         let values = match view.dtype() {
-            Dtype::I8 => dequantise(&name, &view, &tensors)?,
-            _ => decode(&name, &view)?,
+            Dtype::I8 => {
+                stored = StoredDtype::Int8;
+                dequantise(&name, &view, &tensors)?
+            }
+            dtype => {
+                if matches!(dtype, Dtype::F16 | Dtype::BF16) && stored == StoredDtype::F32 {
+                    stored = StoredDtype::F16;
+                }
+                decode(&name, &view)?
+            }
         };
         if values.iter().any(|v| !v.is_finite()) {
             return Err(FerError::Model(format!("tensor '{name}' holds NaN or infinite values")));
@@ -147,7 +169,7 @@ pub fn load_with_extras(bytes: &[u8]) -> Result<(LoadedModel, Vec<(String, Tenso
         let tensor = Tensor::from_shape_vec(ndarray::IxDyn(view.shape()), values).map_err(|e| FerError::Model(e.to_string()))?;
         extras.push((name.to_string(), tensor));
     }
-    Ok((LoadedModel { network, metadata }, extras))
+    Ok((LoadedModel { network, stored, metadata }, extras))
 }
 
 fn decode(name: &str, view: &TensorView) -> Result<Vec<f32>> {
@@ -164,17 +186,8 @@ fn decode(name: &str, view: &TensorView) -> Result<Vec<f32>> {
 
 /// Per row of axis 0 (an output channel): `q = round(w / scale)` with `scale = max |w| / 127`.
 fn quantise_per_channel(tensor: &Tensor) -> (Vec<i8>, Vec<f32>) {
-    let rows = tensor.shape()[0];
-    let per_row = tensor.len() / rows;
     let values: Vec<f32> = tensor.iter().copied().collect();
-    let mut quantised = Vec::with_capacity(values.len());
-    let mut scales = Vec::with_capacity(rows);
-    for row in values.chunks(per_row) {
-        let scale = row.iter().fold(0.0f32, |m, v| m.max(v.abs())) / 127.0;
-        scales.push(scale);
-        quantised.extend(row.iter().map(|v| if scale > 0.0 { (v / scale).round().clamp(-127.0, 127.0) as i8 } else { 0 }));
-    }
-    (quantised, scales)
+    quantise_rows(&values, tensor.shape()[0])
 }
 
 /// The f32 values of an int8 tensor: each row of axis 0 times its scale from `{name}.scale`.

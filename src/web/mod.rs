@@ -166,6 +166,7 @@ impl FaceDataset {
 pub struct Model {
     pub(crate) network: Network,
     metadata: HashMap<String, String>,
+    stored: StoredDtype,
 }
 
 #[derive(Serialize)]
@@ -195,14 +196,14 @@ impl Model {
     #[wasm_bindgen(js_name = fromPreset)]
     pub fn from_preset(name: &str, seed: u64) -> Result<Model, JsError> {
         let network = Network::new(preset(name).map_err(js_error)?, seed).map_err(js_error)?;
-        Ok(Model { network, metadata: HashMap::new() })
+        Ok(Model { network, metadata: HashMap::new(), stored: StoredDtype::F32 })
     }
 
     /// Loads a `.safetensors` model file; the error says why a file does not load.
     #[wasm_bindgen(js_name = fromBytes)]
     pub fn from_bytes(bytes: &[u8]) -> Result<Model, JsError> {
         let loaded = load_model(bytes).map_err(js_error)?;
-        Ok(Model { network: loaded.network, metadata: loaded.metadata })
+        Ok(Model { network: loaded.network, metadata: loaded.metadata, stored: loaded.stored })
     }
 
     /// The model as a `.safetensors` file with `precision` weights: `f32` (exact), `f16` (half
@@ -213,6 +214,20 @@ impl Model {
     pub fn to_bytes(&self, precision: &str) -> Result<Vec<u8>, JsError> {
         let dtype = StoredDtype::from_name(precision).map_err(js_error)?;
         save_model(&self.network, dtype, &self.metadata).map_err(js_error)
+    }
+
+    /// How the file this model came from stored its weights: `f32`, `f16` or `int8` (`f32` for
+    /// a model made in the page).
+    #[wasm_bindgen(js_name = storedPrecision)]
+    pub fn stored_precision(&self) -> String {
+        self.stored.name().into()
+    }
+
+    /// Classify in integer arithmetic: 8-bit weights times 16-bit activations in the
+    /// convolutions, 2–3x faster in wasm; exact weights for an int8 file (see `engine::int8`).
+    #[wasm_bindgen(js_name = setInt8Inference)]
+    pub fn set_int8_inference(&mut self, on: bool) {
+        self.network.set_int8_inference(on);
     }
 
     /// `{ spec: { name, input, layers, classes }, parameters, macs, metadata }`

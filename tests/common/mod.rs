@@ -56,6 +56,15 @@ pub fn parse_in_chunks(bytes: &[u8], chunk: usize) -> Parsed {
 /// Probabilities of the first 3 faces after: parsing in 7-byte chunks, 6 SGD steps of the
 /// `seed` preset with augmentation, an f32 save and load. Same numbers on every platform.
 pub fn reference_probabilities() -> Vec<f32> {
+    reference_run(false)
+}
+
+/// [`reference_probabilities`] classified in integer arithmetic (`Network::set_int8_inference`).
+pub fn reference_probabilities_int8() -> Vec<f32> {
+    reference_run(true)
+}
+
+fn reference_run(int8_inference: bool) -> Vec<f32> {
     let csv = synthetic_csv(4, &["Training"], 2024);
     let parsed = parse_in_chunks(csv.as_bytes(), 7);
     let data = parsed.dataset;
@@ -77,6 +86,7 @@ pub fn reference_probabilities() -> Vec<f32> {
     }
     let bytes = save_model(&trainer.network, StoredDtype::F32, &Default::default()).unwrap();
     let mut network = load_model(&bytes).unwrap().network;
+    network.set_int8_inference(int8_inference);
     let faces: Vec<u8> = (0..3).flat_map(|r| data.face(r).to_vec()).collect();
     predict_faces(&mut network, &faces, Tta::None).iter().copied().collect()
 }
@@ -85,4 +95,10 @@ pub const REFERENCE_FIXTURE: &str = include_str!("../fixtures/reference_probabil
 
 pub fn reference_fixture() -> Vec<f32> {
     serde_json::from_str(REFERENCE_FIXTURE).expect("fixture is a JSON array of numbers")
+}
+
+pub const REFERENCE_FIXTURE_INT8: &str = include_str!("../fixtures/reference_probabilities_int8.json");
+
+pub fn reference_fixture_int8() -> Vec<f32> {
+    serde_json::from_str(REFERENCE_FIXTURE_INT8).expect("fixture is a JSON array of numbers")
 }

@@ -25,7 +25,7 @@ import { readScene, enlarge, y4m } from './face-scene.mjs';
  * Camera.processVideoFrame on the given frame, with the wasm package `pkg` and, for the
  * multi-threaded one, a pool of `threads` threads (0: one per core).
  */
-async function timeFrames({ origin, pkg, threads, greyBase64, width, height, frames }) {
+async function timeFrames({ origin, pkg, threads, int8, greyBase64, width, height, frames }) {
   const fer = await import(`${origin}/${pkg}/fer_cnn.js`);
   const { memory } = await fer.default();
   const pool = pkg === 'pkg-threads' ? threads || navigator.hardwareConcurrency : 1;
@@ -36,6 +36,7 @@ async function timeFrames({ origin, pkg, threads, greyBase64, width, height, fra
     return response;
   };
   const model = fer.Model.fromBytes(new Uint8Array(await (await fetchOk('/models/default.safetensors')).arrayBuffer()));
+  model.setInt8Inference(int8);
   const camera = new fer.Camera(
     await (await fetchOk('/vendor/face-detector/tiny_face_detector_model-weights_manifest.json')).text(),
     new Uint8Array(await (await fetchOk('/vendor/face-detector/tiny_face_detector_model.bin')).arrayBuffer()),
@@ -80,14 +81,17 @@ function timeFramesInWorker({ source, args }) {
   });
 }
 
-/** The three ways to run the camera, as `timeFrames` arguments with a name. */
+/**
+ * The three ways to run the camera, each in f32 and in integer arithmetic (the page uses the
+ * latter for int8 models such as the default one), as `timeFrames` arguments with a name.
+ */
 function variants(args) {
   return [
     ['main thread, single-threaded build', { ...args, pkg: 'pkg', threads: 1 }, false],
     // A pool of one thread, then one per core.
     ['worker, multi-threaded build', { ...args, pkg: 'pkg-threads', threads: 1 }, true],
     ['worker, multi-threaded build', { ...args, pkg: 'pkg-threads', threads: 0 }, true],
-  ];
+  ].flatMap(([name, variant, inWorker]) => [false, true].map((int8) => [`${name}, ${int8 ? 'int8' : 'f32'} arithmetic`, { ...variant, int8 }, inWorker]));
 }
 
 function report(browser, figures) {

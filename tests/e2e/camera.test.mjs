@@ -168,6 +168,8 @@ test('camera: the worker on every core (cross-origin isolated page) classifies a
     assertFaces(cards, SCENE_FACES);
     const stats = await page.textContent('#camera-stats');
     assert.deepEqual(errors, []);
+    // The default model's weights are 8-bit, so the worker classifies in integer arithmetic.
+    assert.match(stats, / in 8-bit arithmetic in a worker /);
     return { probs: cards.map((card) => card.probs), threads: Number(/ on (\d+) threads?/.exec(stats)[1]) };
   }, { isolated });
   const threaded = await classifyPhoto(true);

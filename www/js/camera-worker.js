@@ -9,17 +9,19 @@
 // (boxes, 48x48 crops, probabilities, timings) go back to the page.
 //
 // Messages in (each with an `id`, answered by a reply with the same `id`):
-//   start {detectorManifest, detectorWeights}, model {bytes}, tta {tta},
+//   start {detectorManifest, detectorWeights}, model {bytes, int8 (classify in integer arithmetic)}, tta {tta},
 //   frame {bitmap, kind: 'video' | 'photo'} (the ImageBitmap is transferred and closed here).
 // Replies: {id, ok: true, ...result} or {id, ok: false, message}. A frame's result:
 //   {count, faces: Float32Array, crops: Uint8Array, probs: Float32Array, copyMs, findMs, cropMs,
-//   classifyMs, tta (the test-time augmentation it was classified with)}.
+//   classifyMs, tta (the test-time augmentation it was classified with), int8 (whether in integer
+//   arithmetic)}.
 import { loadEngine } from './engine.js';
 
 const engine = loadEngine('The camera');
 let camera = null;
 let tta = 'none';
 let model = null;
+let int8 = false;
 let views = null;
 let canvas = null;
 let context = null;
@@ -68,11 +70,13 @@ const handlers = {
     return { threads, layout, emotions: fer.emotions() };
   },
 
-  async model({ bytes }) {
+  async model({ bytes, int8: integer }) {
     const { fer } = await engine;
     const next = fer.Model.fromBytes(new Uint8Array(bytes));
+    next.setInt8Inference(integer);
     model?.free();
     model = next;
+    int8 = integer;
     return {};
   },
 
@@ -103,7 +107,7 @@ const handlers = {
         faces: views.faces.slice(0, count * faceFields),
         crops: views.crops.slice(0, count * cropSide * cropSide),
         probs: views.probs.slice(0, count * classes),
-        copyMs, findMs, cropMs, classifyMs, tta,
+        copyMs, findMs, cropMs, classifyMs, tta, int8,
       };
     } finally {
       bitmap.close();

@@ -142,7 +142,12 @@ async function runCamera({ section, registry }) {
   ]);
   const worker = new CameraWorker();
   const { threads, layout, emotions } = await worker.request('start', { detectorManifest, detectorWeights }, [detectorWeights]);
-  const sendModel = () => worker.request('model', { bytes: registry.current().toBytes('f32') });
+  // Sent as exact f32 weights; a model stored in 8 bits (the default one) is classified in
+  // integer arithmetic, which its weights lose nothing to (see engine::int8 in the Rust code).
+  const sendModel = () => {
+    const model = registry.current();
+    return worker.request('model', { bytes: model.toBytes('f32'), int8: model.storedPrecision() === 'int8' });
+  };
   await sendModel();
 
   const $ = (selector) => section.querySelector(selector);
@@ -204,7 +209,7 @@ async function runCamera({ section, registry }) {
     return true;
   }
 
-  function show({ count, faces, crops, probs: allProbs, copyMs, findMs, cropMs, classifyMs, tta }, width, height, totalMs) {
+  function show({ count, faces, crops, probs: allProbs, copyMs, findMs, cropMs, classifyMs, tta, int8 }, width, height, totalMs) {
     const { faceFields, cropSide, classes } = layout;
     const cropPixels = cropSide * cropSide;
     for (let i = 0; i < layout.maxFaces; i++) {
@@ -233,7 +238,7 @@ async function runCamera({ section, registry }) {
     const rate = section.dataset.state === 'on' ? ` · ${fps.value.toFixed(0)} frames/s` : '';
     stats.textContent = `${width}×${height}: ${totalMs.toFixed(1)} ms per frame, of which copy ${copyMs.toFixed(1)} + ` +
       `find ${findMs.toFixed(1)} + crop ${cropMs.toFixed(1)} + classify${tta === 'flip' ? ' (with mirror)' : ''} ` +
-      `${classifyMs.toFixed(1)} ms in a worker on ${threads} thread${threads === 1 ? '' : 's'}${rate}`;
+      `${classifyMs.toFixed(1)} ms${int8 ? ' in 8-bit arithmetic' : ''} in a worker on ${threads} thread${threads === 1 ? '' : 's'}${rate}`;
   }
 
   function nextFrame() {

@@ -14,7 +14,7 @@ use fer_cnn::data::{read_fer2013_path, Dataset, Parsed, Usage, EMOTIONS};
 use fer_cnn::engine::parallel::on_pool;
 use fer_cnn::engine::{Network, OptimizerKind};
 use fer_cnn::models::{average, deepen, load_model, merge, preset, save_model, LoadedModel, StoredDtype, PRESETS};
-use fer_cnn::train::{evaluate, recalibrate_batch_norm, Schedule, Teacher, TrainConfig, Trainer, Tta};
+use fer_cnn::train::{evaluate, predict_faces, recalibrate_batch_norm, Schedule, Teacher, TrainConfig, Trainer, Tta};
 use fer_cnn::{FerError, Result};
 
 #[derive(Parser)]
@@ -173,6 +173,10 @@ struct EvalArgs {
     usage: Option<Usage>,
     #[arg(long, value_enum, default_value = "none")]
     tta: TtaArg,
+    /// Classify in integer arithmetic (8-bit weights times 16-bit activations), as the page's
+    /// camera does for int8 model files
+    #[arg(long)]
+    int8_inference: bool,
     /// Print exactly one JSON object on stdout
     #[arg(long)]
     json: bool,
@@ -433,7 +437,7 @@ fn measure_teacher(path: &Path, data: &Dataset, rows: &[usize], tta: Tta, weight
 }
 
 fn recalibrate(args: RecalibrateArgs) -> Result<()> {
-    let LoadedModel { mut network, mut metadata } = load_model(&read_file(&args.model)?)?;
+    let LoadedModel { mut network, mut metadata, .. } = load_model(&read_file(&args.model)?)?;
     if !network.has_batch_norm() {
         return Err(FerError::Config(format!("{} has no batch-norm layers: there is nothing to recalibrate", args.model.display())));
     }
@@ -528,6 +532,7 @@ fn default_model_path() -> PathBuf {
 fn eval(args: EvalArgs) -> Result<()> {
     let model_path = args.model.unwrap_or_else(default_model_path);
     let mut network = load_model(&read_file(&model_path)?)?.network;
+    network.set_int8_inference(args.int8_inference);
     let data = load_csv(&args.csv, args.json)?;
     let rows: Vec<usize> = match args.usage {
         Some(usage) => data.indices_of(usage),
@@ -605,11 +610,22 @@ fn calls_per_second(seconds: f64, mut work: impl FnMut()) -> f64 {
     calls as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Faces classified per second, one at a time on the thread pool, as the camera's pipeline
+/// runs them (see `parallel::on_pool`).
+fn classify_rate(network: &mut Network, face: &[u8], seconds: f64) -> f64 {
+    calls_per_second(seconds, || {
+        on_pool(|| predict_faces(network, face, Tta::None));
+    })
+}
+
 fn bench(models: Vec<String>, seconds: f64) -> Result<()> {
     let names: Vec<String> = if models.is_empty() { PRESETS.iter().map(|(n, _)| n.to_string()).collect() } else { models };
     let threads = rayon::current_num_threads();
     let width = names.iter().map(String::len).max().unwrap_or(0).max("model".len());
-    println!("{:<width$} {:>12} {:>14} {:>16} {:>16}", "model", "parameters", "M mult-adds", "train faces/s", "classify ms/face");
+    println!(
+        "{:<width$} {:>12} {:>14} {:>16} {:>16} {:>16}",
+        "model", "parameters", "M mult-adds", "train faces/s", "classify ms/face", "int8 ms/face"
+    );
     for name in names {
         let (mut network, _) = model_or_preset(&name)?;
         // Random faces: speed does not depend on the pixel values.
@@ -629,16 +645,22 @@ fn bench(models: Vec<String>, seconds: f64) -> Result<()> {
         // Classify first: training changes the weights (a model file's int8 or f16 weights are
         // trained as f32, so the training figure is the same as for its preset).
         let face = data.face(0).to_vec();
-        // On the thread pool, as the camera's pipeline runs it (see `parallel::on_pool`).
-        let classify_rate = calls_per_second(seconds, || {
-            on_pool(|| fer_cnn::train::predict_faces(&mut network, &face, Tta::None));
-        });
+        let f32_rate = classify_rate(&mut network, &face, seconds);
+        network.set_int8_inference(true);
+        let int8_rate = classify_rate(&mut network, &face, seconds);
+        network.set_int8_inference(false);
         let (parameters, macs) = (network.parameter_count(), network.macs());
         let mut trainer = Trainer::new(network, config, &data, rows)?;
         let train_rate = calls_per_second(seconds, || {
             trainer.train_step(&data);
         }) * 64.0;
-        println!("{name:<width$} {parameters:>12} {:>14.1} {:>16.0} {:>16.3}", macs as f64 / 1e6, train_rate, 1000.0 / classify_rate);
+        println!(
+            "{name:<width$} {parameters:>12} {:>14.1} {:>16.0} {:>16.3} {:>16.3}",
+            macs as f64 / 1e6,
+            train_rate,
+            1000.0 / f32_rate,
+            1000.0 / int8_rate
+        );
     }
     println!("({threads} threads; classify is one face at a time, as the camera does)");
     Ok(())

@@ -5,7 +5,7 @@ use rand::Rng as _;
 
 use super::{Layer, Mode};
 use crate::engine::parallel::map_sample_chunks;
-use crate::engine::tensor::{as_slice, as_slice_mut, standard, Tensor};
+use crate::engine::tensor::{as_slice, as_slice_mut, larger, standard, Tensor};
 
 #[derive(Default)]
 pub struct Relu {
@@ -17,12 +17,16 @@ impl Layer for Relu {
     fn forward(&mut self, mut input: Tensor, mode: &mut Mode) -> Tensor {
         let per_sample = input.len() / input.shape()[0].max(1);
         map_sample_chunks(as_slice_mut(&mut input), per_sample, |_, values| {
-            values.iter_mut().for_each(|v| *v = v.max(0.0));
+            values.iter_mut().for_each(|v| *v = larger(*v, 0.0));
         });
         if mode.is_train() {
             self.output = Some(input.clone());
         }
         input
+    }
+
+    fn is_relu(&self) -> bool {
+        true
     }
 
     fn backward(&mut self, mut grad_output: Tensor, _want_input_grad: bool) -> Option<Tensor> {

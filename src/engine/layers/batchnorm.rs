@@ -99,6 +99,17 @@ fn per_channel_sums(samples: usize, channels: usize, runs: impl Fn(usize, usize)
     sums
 }
 
+impl BatchNorm {
+    /// Evaluation's y = γ·(x − running mean)/σ + β as one scale and shift per channel.
+    fn eval_scale_and_shift(&self) -> (Vec<f32>, Vec<f32>) {
+        let (gamma, beta) = (as_slice(&self.gamma.value), as_slice(&self.beta.value));
+        let (mean, var) = (as_slice(&self.running_mean), as_slice(&self.running_var));
+        let scale: Vec<f32> = (0..self.channels).map(|ch| gamma[ch] / (var[ch] + EPSILON).sqrt()).collect();
+        let shift: Vec<f32> = (0..self.channels).map(|ch| beta[ch] - mean[ch] * scale[ch]).collect();
+        (scale, shift)
+    }
+}
+
 impl Layer for BatchNorm {
     fn forward(&mut self, mut input: Tensor, mode: &mut Mode) -> Tensor {
         let n = input.shape()[0];
@@ -108,10 +119,7 @@ impl Layer for BatchNorm {
         let count = (n * spatial) as f64;
         let (gamma, beta) = (as_slice(&self.gamma.value).to_vec(), as_slice(&self.beta.value).to_vec());
         if matches!(mode, Mode::Eval) {
-            // y = γ·(x − running mean)/σ + β, folded into one scale and shift per channel.
-            let (mean, var) = (as_slice(&self.running_mean), as_slice(&self.running_var));
-            let scale: Vec<f32> = (0..c).map(|ch| gamma[ch] / (var[ch] + EPSILON).sqrt()).collect();
-            let shift: Vec<f32> = (0..c).map(|ch| beta[ch] - mean[ch] * scale[ch]).collect();
+            let (scale, shift) = self.eval_scale_and_shift();
             map_sample_chunks(as_slice_mut(&mut input), sample_len, |_, out| {
                 for (i, run) in out.chunks_exact_mut(spatial).enumerate() {
                     let ch = i % c;
@@ -199,6 +207,10 @@ impl Layer for BatchNorm {
 
     fn params(&self) -> Vec<&Param> {
         vec![&self.gamma, &self.beta]
+    }
+
+    fn channel_affine(&self) -> Option<(Vec<f32>, Vec<f32>)> {
+        Some(self.eval_scale_and_shift())
     }
 
     fn params_mut(&mut self) -> Vec<&mut Param> {

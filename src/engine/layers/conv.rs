@@ -12,6 +12,7 @@ use ndarray::IxDyn;
 use rand_distr::{Distribution, Normal};
 
 use super::{Layer, Mode, Padding, Param};
+use crate::engine::int8::{Epilogue, Int8Weights};
 use crate::engine::parallel::{map_ranges, map_sample_chunks};
 use crate::engine::tensor::{as_slice, as_slice_mut, gemm, matrix, matrix_mut, Rng, Tensor};
 
@@ -32,6 +33,11 @@ pub struct Conv2d {
     /// `[filters]`
     bias: Param,
     input: Option<Tensor>,
+    /// Evaluate in integer arithmetic (see `engine::int8`); training always uses f32.
+    int8_inference: bool,
+    /// The rounded weights, made on the first integer forward pass and dropped whenever the
+    /// weights may change (`params_mut`).
+    int8_weights: Option<Int8Weights>,
 }
 
 /// Output length and padding before the first element along one axis.
@@ -91,6 +97,8 @@ impl Conv2d {
             weight: Param::new(weight, true),
             bias: Param::new(Tensor::zeros(IxDyn(&[filters])), false),
             input: None,
+            int8_inference: false,
+            int8_weights: None,
         })
     }
 
@@ -135,37 +143,69 @@ impl Conv2d {
     }
 
     /// Writes sample `x`'s patches into columns `offset..offset + oh·ow` of `cols`, a
-    /// `[c·k·k, width]` matrix holding several samples side by side.
-    fn im2col(&self, x: &[f32], cols: &mut [f32], width: usize, offset: usize) {
-        let (k, plane_len, ohw) = (self.kernel, self.in_h * self.in_w, self.out_h * self.out_w);
-        for c in 0..self.in_channels {
-            let plane = &x[c * plane_len..(c + 1) * plane_len];
-            for ki in 0..k {
-                for kj in 0..k {
-                    let row = &mut cols[((c * k + ki) * k + kj) * width + offset..][..ohw];
-                    let (lo, hi, shift) = self.valid_columns(kj);
-                    for oy in 0..self.out_h {
-                        let out_row = &mut row[oy * self.out_w..(oy + 1) * self.out_w];
-                        let Some(iy) = self.input_row(oy, ki) else {
-                            out_row.fill(0.0);
-                            continue;
-                        };
-                        let in_row = &plane[iy * self.in_w..(iy + 1) * self.in_w];
-                        if self.stride == 1 {
-                            out_row[..lo].fill(0.0);
-                            let start = (lo as isize + shift) as usize;
-                            out_row[lo..hi].copy_from_slice(&in_row[start..start + hi - lo]);
-                            out_row[hi..].fill(0.0);
-                        } else {
-                            for (ox, value) in out_row.iter_mut().enumerate() {
-                                let ix = (ox * self.stride + kj) as isize - self.pad_left as isize;
-                                *value = if (0..self.in_w as isize).contains(&ix) { in_row[ix as usize] } else { 0.0 };
-                            }
-                        }
-                    }
+    /// `[c·k·k, width]` matrix holding several samples side by side (f32, or rounded integers).
+    fn im2col<T: Copy + Default>(&self, x: &[T], cols: &mut [T], width: usize, offset: usize) {
+        let ohw = self.out_h * self.out_w;
+        for row in 0..self.patch_len() {
+            self.patch_row(x, row, &mut cols[row * width + offset..][..ohw]);
+        }
+    }
+
+    /// Row `row` (channel `c`, kernel tap `(ki, kj)`, as `(c·k + ki)·k + kj`) of sample `x`'s
+    /// im2col matrix: that tap's input pixel for every output position, 0 outside the image.
+    fn patch_row<T: Copy + Default>(&self, x: &[T], row: usize, out: &mut [T]) {
+        let (k, plane_len) = (self.kernel, self.in_h * self.in_w);
+        let (c, ki, kj) = (row / (k * k), row / k % k, row % k);
+        let plane = &x[c * plane_len..(c + 1) * plane_len];
+        let (lo, hi, shift) = self.valid_columns(kj);
+        for (oy, out_row) in out.chunks_exact_mut(self.out_w).enumerate() {
+            let Some(iy) = self.input_row(oy, ki) else {
+                out_row.fill(T::default());
+                continue;
+            };
+            let in_row = &plane[iy * self.in_w..(iy + 1) * self.in_w];
+            if self.stride == 1 {
+                out_row[..lo].fill(T::default());
+                let start = (lo as isize + shift) as usize;
+                out_row[lo..hi].copy_from_slice(&in_row[start..start + hi - lo]);
+                out_row[hi..].fill(T::default());
+            } else {
+                for (ox, value) in out_row.iter_mut().enumerate() {
+                    let ix = (ox * self.stride + kj) as isize - self.pad_left as isize;
+                    *value = if (0..self.in_w as isize).contains(&ix) { in_row[ix as usize] } else { T::default() };
                 }
             }
         }
+    }
+
+    /// The evaluation forward pass in integer arithmetic: each sample's input rounded to 16 bits
+    /// with its own scale (so a face's result does not depend on the other faces of a batch).
+    fn forward_int8(&mut self, input: &Tensor, epilogue: &Epilogue) -> Tensor {
+        if self.int8_weights.is_none() {
+            self.int8_weights = Some(Int8Weights::new(as_slice(&self.weight.value), self.filters, self.groups));
+        }
+        let this = &*self;
+        let weights = this.int8_weights.as_ref().expect("made above");
+        let n = input.shape()[0];
+        let mut output = Tensor::zeros(IxDyn(&[n, this.filters, this.out_h, this.out_w]));
+        let (ohw, in_len, out_len) = (this.out_h * this.out_w, this.in_len(), this.out_len());
+        let (group_patch, group_filters) = (this.group_patch_len(), this.group_filters());
+        let x = as_slice(input);
+        let bias = as_slice(&this.bias.value);
+        map_sample_chunks(as_slice_mut(&mut output), out_len, |samples, out| {
+            let mut rounded = vec![0i16; in_len];
+            let mut packed = Vec::new();
+            for (j, sample) in samples.enumerate() {
+                let scale = weights.quantise_activations(&x[sample * in_len..(sample + 1) * in_len], &mut rounded);
+                let out = &mut out[j * out_len..(j + 1) * out_len];
+                for (group, out) in out.chunks_exact_mut(group_filters * ohw).enumerate() {
+                    // The group's im2col rows, straight into the kernel's layout.
+                    weights.pack_rows(ohw, &mut packed, |k, row| this.patch_row(&rounded, group * group_patch + k, row));
+                    weights.product(group, &packed, ohw, scale, bias, epilogue, out);
+                }
+            }
+        });
+        output
     }
 
     /// The adjoint of `im2col`: adds each column entry back onto the input pixel it came from.
@@ -203,6 +243,9 @@ impl Conv2d {
 
 impl Layer for Conv2d {
     fn forward(&mut self, input: Tensor, mode: &mut Mode) -> Tensor {
+        if self.int8_inference && matches!(mode, Mode::Eval) {
+            return self.forward_int8(&input, &Epilogue { affine: None, relu: false });
+        }
         let n = input.shape()[0];
         let mut output = Tensor::zeros(IxDyn(&[n, self.filters, self.out_h, self.out_w]));
         let this = &*self;
@@ -309,7 +352,16 @@ impl Layer for Conv2d {
     }
 
     fn params_mut(&mut self) -> Vec<&mut Param> {
+        self.int8_weights = None;
         vec![&mut self.weight, &mut self.bias]
+    }
+
+    fn set_int8_inference(&mut self, on: bool) {
+        self.int8_inference = on;
+    }
+
+    fn forward_fused(&mut self, input: &Tensor, epilogue: &Epilogue) -> Option<Tensor> {
+        self.int8_inference.then(|| self.forward_int8(input, epilogue))
     }
 
     fn param_names(&self) -> &'static [&'static str] {

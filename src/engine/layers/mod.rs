@@ -16,6 +16,7 @@ pub use pool::{AvgPool2d, GlobalAvgPool, MaxPool2d};
 
 use serde::{Deserialize, Serialize};
 
+use super::int8::Epilogue;
 use super::tensor::{Rng, Tensor};
 use crate::{FerError, Result};
 
@@ -83,6 +84,21 @@ pub trait Layer: Send {
     /// Multiply-adds per sample in the forward pass.
     fn macs(&self) -> usize {
         0
+    }
+    /// Whether evaluation-mode forward passes use integer arithmetic where the layer has it
+    /// (convolutions: see `engine::int8`).
+    fn set_int8_inference(&mut self, _on: bool) {}
+    /// An evaluation-mode forward pass that also applies `epilogue` (the batch-norm and ReLU
+    /// layers that follow, folded in), where the layer can; `None` where it cannot.
+    fn forward_fused(&mut self, _input: &Tensor, _epilogue: &Epilogue) -> Option<Tensor> {
+        None
+    }
+    /// Evaluation's output as `x · scale + shift` per channel (batch-norm), for folding.
+    fn channel_affine(&self) -> Option<(Vec<f32>, Vec<f32>)> {
+        None
+    }
+    fn is_relu(&self) -> bool {
+        false
     }
 }
 
