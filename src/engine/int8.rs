@@ -46,14 +46,20 @@ pub fn quantise_rows(values: &[f32], rows: usize) -> (Vec<i8>, Vec<f32>) {
     (quantised, scales)
 }
 
+/// Two 16-bit values side by side in one 32-bit word, the first in the low half: what
+/// `i32x4.dot_i16x8_s` (and x86's `pmaddwd`) multiplies pairwise in each 32-bit lane.
+pub fn pair(first: i16, second: i16) -> u32 {
+    first as u16 as u32 | (second as u16 as u32) << 16
+}
+
 /// A convolution's weights, rounded and laid out for the kernel: per group, per block of 4
-/// filters, per pair of consecutive inner indices `k`, the 4 filters' two weights side by side.
+/// filters, per pair of consecutive inner indices `k`, the 4 filters' pairs of weights.
 pub struct Int8Weights {
     group_filters: usize,
     /// Length of each filter's sum (its patch), and that in pairs, rounded up.
     inner: usize,
     pairs: usize,
-    packed: Vec<i16>,
+    packed: Vec<u32>,
     /// Per filter: `w ≈ q · scale`.
     scales: Vec<f32>,
     /// The largest rounded activation: `2³¹ − 1` must bound `inner · 127 · limit`.
@@ -68,12 +74,14 @@ impl Int8Weights {
         let pairs = inner.div_ceil(2);
         let (quantised, scales) = quantise_rows(weight, filters);
         let blocks = group_filters.div_ceil(BLOCK_FILTERS);
-        let mut packed = vec![0i16; groups * blocks * pairs * BLOCK_FILTERS * 2];
+        let mut packed = vec![0u32; groups * blocks * pairs * BLOCK_FILTERS];
         for filter in 0..filters {
             let (group, index) = (filter / group_filters, filter % group_filters);
             let block = group * blocks + index / BLOCK_FILTERS;
-            for (k, &q) in quantised[filter * inner..(filter + 1) * inner].iter().enumerate() {
-                packed[((block * pairs + k / 2) * BLOCK_FILTERS + index % BLOCK_FILTERS) * 2 + k % 2] = q as i16;
+            // An odd inner length pairs its last weight with a zero.
+            for (p, weights) in quantised[filter * inner..(filter + 1) * inner].chunks(2).enumerate() {
+                let second = weights.get(1).map_or(0, |&q| q as i16);
+                packed[(block * pairs + p) * BLOCK_FILTERS + index % BLOCK_FILTERS] = pair(weights[0] as i16, second);
             }
         }
         let limit = ((i32::MAX as i64) / (inner.max(1) as i64 * WEIGHT_LIMIT as i64)).min(ACTIVATION_LIMIT);
@@ -95,10 +103,10 @@ impl Int8Weights {
     }
 
     /// Lays out the `[inner, width]` matrix whose row `k` `row_of(k, row)` writes for the
-    /// kernel: per block of 8 columns, per pair of rows, the 8 columns' two values side by side.
+    /// kernel: per block of 8 columns, per pair of rows, the 8 columns' pairs of values.
     /// Columns past `width` in the last block are left as they were: their sums are never read.
-    pub fn pack_rows(&self, width: usize, packed: &mut Vec<i16>, mut row_of: impl FnMut(usize, &mut [i16])) {
-        let block_len = self.pairs * BLOCK_COLUMNS * 2;
+    pub fn pack_rows(&self, width: usize, packed: &mut Vec<u32>, mut row_of: impl FnMut(usize, &mut [i16])) {
+        let block_len = self.pairs * BLOCK_COLUMNS;
         let len = width.div_ceil(BLOCK_COLUMNS) * block_len;
         if packed.len() < len {
             packed.resize(len, 0);
@@ -114,11 +122,8 @@ impl Int8Weights {
             }
             let blocks = first.chunks(BLOCK_COLUMNS).zip(second.chunks(BLOCK_COLUMNS));
             for (block, (first, second)) in blocks.enumerate() {
-                let target = &mut packed[block * block_len + p * BLOCK_COLUMNS * 2..][..2 * first.len()];
-                for ((pair, &a), &b) in target.chunks_exact_mut(2).zip(first).zip(second) {
-                    pair[0] = a;
-                    pair[1] = b;
-                }
+                let target = &mut packed[block * block_len + p * BLOCK_COLUMNS..][..first.len()];
+                target.iter_mut().zip(first.iter().zip(second)).for_each(|(t, (&a, &b))| *t = pair(a, b));
             }
         }
     }
@@ -130,7 +135,7 @@ impl Int8Weights {
     pub fn product(
         &self,
         group: usize,
-        packed_columns: &[i16],
+        packed_columns: &[u32],
         width: usize,
         activation_scale: f32,
         bias: &[f32],
@@ -139,8 +144,8 @@ impl Int8Weights {
     ) {
         let filter_blocks = self.group_filters.div_ceil(BLOCK_FILTERS);
         let column_blocks = width.div_ceil(BLOCK_COLUMNS);
-        let weights_per_block = self.pairs * BLOCK_FILTERS * 2;
-        let columns_per_block = self.pairs * BLOCK_COLUMNS * 2;
+        let weights_per_block = self.pairs * BLOCK_FILTERS;
+        let columns_per_block = self.pairs * BLOCK_COLUMNS;
         let group_weights = &self.packed[group * filter_blocks * weights_per_block..][..filter_blocks * weights_per_block];
         let first_filter = group * self.group_filters;
         let block_len = BLOCK_FILTERS * width;
@@ -177,10 +182,10 @@ fn round_small(v: f32) -> f32 {
     (v + SHIFT) - SHIFT
 }
 
-/// The 4x8 block of sums over `pairs` pairs: `weights` is `[pairs][4][2]`, `columns`
-/// `[pairs][8][2]`. Every implementation returns the same integers.
-pub fn block_sums(weights: &[i16], columns: &[i16], pairs: usize) -> [[i32; BLOCK_COLUMNS]; BLOCK_FILTERS] {
-    assert!(weights.len() >= pairs * BLOCK_FILTERS * 2 && columns.len() >= pairs * BLOCK_COLUMNS * 2, "kernel operands too short");
+/// The 4x8 block of sums over `pairs` pairs: `weights` is `[pairs][4]`, `columns` `[pairs][8]`,
+/// each a pair of 16-bit values. Every implementation returns the same integers.
+pub fn block_sums(weights: &[u32], columns: &[u32], pairs: usize) -> [[i32; BLOCK_COLUMNS]; BLOCK_FILTERS] {
+    assert!(weights.len() >= pairs * BLOCK_FILTERS && columns.len() >= pairs * BLOCK_COLUMNS, "kernel operands too short");
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     {
         // SAFETY: the assert above keeps every load inside the two slices.
@@ -202,14 +207,17 @@ pub fn block_sums(weights: &[i16], columns: &[i16], pairs: usize) -> [[i32; BLOC
 }
 
 /// The reference for the SIMD kernels (and the kernel where there is none).
-pub fn block_sums_portable(weights: &[i16], columns: &[i16], pairs: usize) -> [[i32; BLOCK_COLUMNS]; BLOCK_FILTERS] {
+pub fn block_sums_portable(weights: &[u32], columns: &[u32], pairs: usize) -> [[i32; BLOCK_COLUMNS]; BLOCK_FILTERS] {
+    let halves = |pair: u32| (pair as i16 as i32, (pair >> 16) as i16 as i32);
     let mut sums = [[0i32; BLOCK_COLUMNS]; BLOCK_FILTERS];
     for p in 0..pairs {
-        let w = &weights[p * BLOCK_FILTERS * 2..][..BLOCK_FILTERS * 2];
-        let x = &columns[p * BLOCK_COLUMNS * 2..][..BLOCK_COLUMNS * 2];
-        for (r, row) in sums.iter_mut().enumerate() {
-            for (c, sum) in row.iter_mut().enumerate() {
-                *sum += w[2 * r] as i32 * x[2 * c] as i32 + w[2 * r + 1] as i32 * x[2 * c + 1] as i32;
+        let w = &weights[p * BLOCK_FILTERS..][..BLOCK_FILTERS];
+        let x = &columns[p * BLOCK_COLUMNS..][..BLOCK_COLUMNS];
+        for (row, &w) in sums.iter_mut().zip(w) {
+            let (w0, w1) = halves(w);
+            for (sum, &x) in row.iter_mut().zip(x) {
+                let (x0, x1) = halves(x);
+                *sum += w0 * x0 + w1 * x1;
             }
         }
     }
@@ -217,16 +225,16 @@ pub fn block_sums_portable(weights: &[i16], columns: &[i16], pairs: usize) -> [[
 }
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-unsafe fn block_sums_simd128(weights: &[i16], columns: &[i16], pairs: usize) -> [[i32; BLOCK_COLUMNS]; BLOCK_FILTERS] {
+unsafe fn block_sums_simd128(weights: &[u32], columns: &[u32], pairs: usize) -> [[i32; BLOCK_COLUMNS]; BLOCK_FILTERS] {
     use core::arch::wasm32::*;
     let (w, x) = (weights.as_ptr(), columns.as_ptr());
     let mut acc = [[i32x4_splat(0); 2]; BLOCK_FILTERS];
     for p in 0..pairs {
-        let x_low = v128_load(x.add(p * 16) as *const v128);
-        let x_high = v128_load(x.add(p * 16 + 8) as *const v128);
+        let x_low = v128_load(x.add(p * 8) as *const v128);
+        let x_high = v128_load(x.add(p * 8 + 4) as *const v128);
         for (r, acc) in acc.iter_mut().enumerate() {
-            // Filter r's two weights, repeated in each 32-bit lane: one pair per column.
-            let pair = v128_load32_splat(w.add(p * 8 + 2 * r) as *const u32);
+            // Filter r's pair of weights in every 32-bit lane, one lane per column.
+            let pair = v128_load32_splat(w.add(p * 4 + r));
             acc[0] = i32x4_add(acc[0], i32x4_dot_i16x8(pair, x_low));
             acc[1] = i32x4_add(acc[1], i32x4_dot_i16x8(pair, x_high));
         }
@@ -240,15 +248,15 @@ unsafe fn block_sums_simd128(weights: &[i16], columns: &[i16], pairs: usize) -> 
 }
 
 #[cfg(target_arch = "x86_64")]
-unsafe fn block_sums_sse2(weights: &[i16], columns: &[i16], pairs: usize) -> [[i32; BLOCK_COLUMNS]; BLOCK_FILTERS] {
+unsafe fn block_sums_sse2(weights: &[u32], columns: &[u32], pairs: usize) -> [[i32; BLOCK_COLUMNS]; BLOCK_FILTERS] {
     use core::arch::x86_64::*;
     let (w, x) = (weights.as_ptr(), columns.as_ptr());
     let mut acc = [[_mm_setzero_si128(); 2]; BLOCK_FILTERS];
     for p in 0..pairs {
-        let x_low = _mm_loadu_si128(x.add(p * 16) as *const __m128i);
-        let x_high = _mm_loadu_si128(x.add(p * 16 + 8) as *const __m128i);
+        let x_low = _mm_loadu_si128(x.add(p * 8) as *const __m128i);
+        let x_high = _mm_loadu_si128(x.add(p * 8 + 4) as *const __m128i);
         for (r, acc) in acc.iter_mut().enumerate() {
-            let pair = _mm_set1_epi32((w.add(p * 8 + 2 * r) as *const i32).read_unaligned());
+            let pair = _mm_set1_epi32(*w.add(p * 4 + r) as i32);
             acc[0] = _mm_add_epi32(acc[0], _mm_madd_epi16(pair, x_low));
             acc[1] = _mm_add_epi32(acc[1], _mm_madd_epi16(pair, x_high));
         }
@@ -264,14 +272,14 @@ unsafe fn block_sums_sse2(weights: &[i16], columns: &[i16], pairs: usize) -> [[i
 /// The x86-64 kernel with 256-bit registers: one register holds a pair of rows for all 8 columns.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn block_sums_avx2(weights: &[i16], columns: &[i16], pairs: usize) -> [[i32; BLOCK_COLUMNS]; BLOCK_FILTERS] {
+unsafe fn block_sums_avx2(weights: &[u32], columns: &[u32], pairs: usize) -> [[i32; BLOCK_COLUMNS]; BLOCK_FILTERS] {
     use core::arch::x86_64::*;
     let (w, x) = (weights.as_ptr(), columns.as_ptr());
     let mut acc = [_mm256_setzero_si256(); BLOCK_FILTERS];
     for p in 0..pairs {
-        let columns = _mm256_loadu_si256(x.add(p * 16) as *const __m256i);
+        let columns = _mm256_loadu_si256(x.add(p * 8) as *const __m256i);
         for (r, acc) in acc.iter_mut().enumerate() {
-            let pair = _mm256_set1_epi32((w.add(p * 8 + 2 * r) as *const i32).read_unaligned());
+            let pair = _mm256_set1_epi32(*w.add(p * 4 + r) as i32);
             *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(pair, columns));
         }
     }
@@ -287,16 +295,16 @@ mod tests {
     use super::*;
 
     /// Operands with the extremes of both ranges, where an overflow or a sign slip would show.
-    fn operands(pairs: usize, seed: u64) -> (Vec<i16>, Vec<i16>) {
+    fn operands(pairs: usize, seed: u64) -> (Vec<u32>, Vec<u32>) {
         let mut state = seed;
         let mut next = move || {
             state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (state >> 33) as i64
         };
-        let weights = (0..pairs * BLOCK_FILTERS * 2).map(|_| (next() % 255 - 127) as i16).collect();
-        let columns = (0..pairs * BLOCK_COLUMNS * 2)
-            .map(|_| [i16::MAX, -i16::MAX, 0, (next() % 65535 - 32767) as i16][next() as usize % 4])
-            .collect();
+        let mut weight = || (next() % 255 - 127) as i16;
+        let weights = (0..pairs * BLOCK_FILTERS).map(|_| pair(weight(), weight())).collect();
+        let mut activation = || [i16::MAX, -i16::MAX, 0, (next() % 65535 - 32767) as i16][next() as usize % 4];
+        let columns = (0..pairs * BLOCK_COLUMNS).map(|_| pair(activation(), activation())).collect();
         (weights, columns)
     }
 
