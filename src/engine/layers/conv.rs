@@ -13,7 +13,7 @@ use rand_distr::{Distribution, Normal};
 
 use super::{Layer, Mode, Padding, Param};
 use crate::engine::int8::{Epilogue, Int8Weights};
-use crate::engine::parallel::{map_ranges, map_sample_chunks};
+use crate::engine::parallel::{for_each_item, map_ranges, map_sample_chunks};
 use crate::engine::tensor::{as_slice, as_slice_mut, gemm, matrix, matrix_mut, Rng, Tensor};
 
 pub struct Conv2d {
@@ -193,17 +193,24 @@ impl Conv2d {
         let x = as_slice(input);
         let bias = as_slice(&this.bias.value);
         map_sample_chunks(as_slice_mut(&mut output), out_len, |samples, out| {
-            let mut rounded = vec![0i16; in_len];
-            let mut packed = Vec::new();
-            for (j, sample) in samples.enumerate() {
-                let scale = weights.quantise_activations(&x[sample * in_len..(sample + 1) * in_len], &mut rounded);
-                let out = &mut out[j * out_len..(j + 1) * out_len];
-                for (group, out) in out.chunks_exact_mut(group_filters * ohw).enumerate() {
-                    // The group's im2col rows, straight into the kernel's layout.
-                    weights.pack_rows(ohw, &mut packed, |k, row| this.patch_row(&rounded, group * group_patch + k, row));
-                    weights.product(group, &packed, ohw, scale, bias, epilogue, out);
-                }
-            }
+            let rounded: Vec<(f32, Vec<i16>)> = samples
+                .map(|sample| {
+                    let mut rounded = vec![0i16; in_len];
+                    let scale = weights.quantise_activations(&x[sample * in_len..(sample + 1) * in_len], &mut rounded);
+                    (scale, rounded)
+                })
+                .collect();
+            // Each sample's groups are independent products: done in parallel, a camera frame's
+            // few faces keep every thread busy with one hand-off per layer.
+            let products = out.chunks_exact_mut(out_len).zip(&rounded).flat_map(|(out, sample)| {
+                out.chunks_exact_mut(group_filters * ohw).enumerate().map(move |(group, out)| (sample, group, out))
+            });
+            for_each_item(products.collect(), |((scale, rounded), group, out)| {
+                let mut packed = Vec::new();
+                // The group's im2col rows, straight into the kernel's layout.
+                weights.pack_rows(ohw, &mut packed, |k, row| this.patch_row(rounded, group * group_patch + k, row));
+                weights.product(group, &packed, ohw, *scale, bias, epilogue, out);
+            });
         });
         output
     }
