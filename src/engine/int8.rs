@@ -8,10 +8,11 @@
 //! maintained crate has an integer matrix product for wasm simd128.
 //!
 //! Integer sums are exact, so the result does not depend on the order of the sum: the SIMD
-//! kernels (wasm simd128, x86-64 SSE2) and the portable one give the same bits, natively and in
-//! the browser, split across threads or not. What differs from f32 is the rounding of each
-//! activation to 16 bits (relative error below 1/14,000 of the sample's largest activation)
-//! and, for models not stored in int8, of each weight to 8 bits.
+//! kernels (wasm simd128, x86-64 SSE2 or AVX2) and the portable one give the same bits,
+//! natively and in the browser, split across threads or not. What differs from f32 is the
+//! rounding of each activation to a 16-bit step (the sample's largest activation over 32,767,
+//! or over `2³¹ / (127 · patch length)` for patches longer than 516, so that no sum can
+//! overflow) and, for models not stored in int8, of each weight to 8 bits.
 
 use super::parallel::for_row_blocks;
 use super::tensor::larger;
