@@ -15,10 +15,7 @@ fn native_predictions_match_the_shared_fixture() {
         std::fs::write(path, serde_json::to_string_pretty(&probs).unwrap()).unwrap();
         return;
     }
-    let expected = common::reference_fixture();
-    for (i, (got, want)) in probs.iter().zip(&expected).enumerate() {
-        assert!((got - want).abs() < 1e-5, "probability {i}: {got} vs fixture {want}");
-    }
+    common::assert_matches_fixture(&probs, &common::reference_fixture());
     // The 6 training steps moved the model: not the uniform 1/7 of an untrained net.
     assert!(probs.iter().any(|p| (p - 1.0 / 7.0).abs() > 0.01));
 }
@@ -31,11 +28,7 @@ fn native_integer_predictions_match_their_shared_fixture() {
         std::fs::write(path, serde_json::to_string_pretty(&probs).unwrap()).unwrap();
         return;
     }
-    let expected = common::reference_fixture_int8();
-    assert_eq!(probs.len(), expected.len());
-    for (i, (got, want)) in probs.iter().zip(&expected).enumerate() {
-        assert!((got - want).abs() < 1e-5, "probability {i}: {got} vs fixture {want}");
-    }
+    common::assert_matches_fixture(&probs, &common::reference_fixture_int8());
     // Integer arithmetic rounds the weights to 8 bits: close to the f32 probabilities, not equal.
     let f32_probs = common::reference_probabilities();
     let difference = probs.iter().zip(&f32_probs).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);

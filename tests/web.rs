@@ -21,22 +21,12 @@ fn load(csv: &str, chunk: usize) -> fer_cnn::web::FaceDataset {
 
 #[wasm_bindgen_test]
 fn same_predictions_as_native_within_1e_5() {
-    let probs = common::reference_probabilities();
-    let expected = common::reference_fixture();
-    assert_eq!(probs.len(), expected.len());
-    for (i, (got, want)) in probs.iter().zip(&expected).enumerate() {
-        assert!((got - want).abs() < 1e-5, "probability {i}: wasm {got} vs native {want}");
-    }
+    common::assert_matches_fixture(&common::reference_probabilities(), &common::reference_fixture());
 }
 
 #[wasm_bindgen_test]
 fn same_integer_predictions_as_native_within_1e_5() {
-    let probs = common::reference_probabilities_int8();
-    let expected = common::reference_fixture_int8();
-    assert_eq!(probs.len(), expected.len());
-    for (i, (got, want)) in probs.iter().zip(&expected).enumerate() {
-        assert!((got - want).abs() < 1e-5, "probability {i}: wasm {got} vs native {want}");
-    }
+    common::assert_matches_fixture(&common::reference_probabilities_int8(), &common::reference_fixture_int8());
 }
 
 #[wasm_bindgen_test]

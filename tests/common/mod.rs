@@ -91,6 +91,14 @@ fn reference_run(int8_inference: bool) -> Vec<f32> {
     predict_faces(&mut network, &faces, Tta::None).iter().copied().collect()
 }
 
+/// Fails unless `probs` has the fixture's length and every value within 1e-5 of it.
+pub fn assert_matches_fixture(probs: &[f32], fixture: &[f32]) {
+    assert_eq!(probs.len(), fixture.len());
+    for (i, (got, want)) in probs.iter().zip(fixture).enumerate() {
+        assert!((got - want).abs() < 1e-5, "probability {i}: {got} here vs {want} in the fixture");
+    }
+}
+
 pub const REFERENCE_FIXTURE: &str = include_str!("../fixtures/reference_probabilities.json");
 
 pub fn reference_fixture() -> Vec<f32> {
