@@ -231,11 +231,11 @@ unsafe fn block_sums_simd128(weights: &[u32], columns: &[u32], pairs: usize) -> 
     let (w, x) = (weights.as_ptr(), columns.as_ptr());
     let mut acc = [[i32x4_splat(0); 2]; BLOCK_FILTERS];
     for p in 0..pairs {
-        let x_low = v128_load(x.add(p * 8) as *const v128);
-        let x_high = v128_load(x.add(p * 8 + 4) as *const v128);
+        let x_low = v128_load(x.add(p * BLOCK_COLUMNS) as *const v128);
+        let x_high = v128_load(x.add(p * BLOCK_COLUMNS + 4) as *const v128);
         for (r, acc) in acc.iter_mut().enumerate() {
             // Filter r's pair of weights in every 32-bit lane, one lane per column.
-            let pair = v128_load32_splat(w.add(p * 4 + r));
+            let pair = v128_load32_splat(w.add(p * BLOCK_FILTERS + r));
             acc[0] = i32x4_add(acc[0], i32x4_dot_i16x8(pair, x_low));
             acc[1] = i32x4_add(acc[1], i32x4_dot_i16x8(pair, x_high));
         }
@@ -254,10 +254,10 @@ unsafe fn block_sums_sse2(weights: &[u32], columns: &[u32], pairs: usize) -> [[i
     let (w, x) = (weights.as_ptr(), columns.as_ptr());
     let mut acc = [[_mm_setzero_si128(); 2]; BLOCK_FILTERS];
     for p in 0..pairs {
-        let x_low = _mm_loadu_si128(x.add(p * 8) as *const __m128i);
-        let x_high = _mm_loadu_si128(x.add(p * 8 + 4) as *const __m128i);
+        let x_low = _mm_loadu_si128(x.add(p * BLOCK_COLUMNS) as *const __m128i);
+        let x_high = _mm_loadu_si128(x.add(p * BLOCK_COLUMNS + 4) as *const __m128i);
         for (r, acc) in acc.iter_mut().enumerate() {
-            let pair = _mm_set1_epi32(*w.add(p * 4 + r) as i32);
+            let pair = _mm_set1_epi32(*w.add(p * BLOCK_FILTERS + r) as i32);
             acc[0] = _mm_add_epi32(acc[0], _mm_madd_epi16(pair, x_low));
             acc[1] = _mm_add_epi32(acc[1], _mm_madd_epi16(pair, x_high));
         }
@@ -278,9 +278,9 @@ unsafe fn block_sums_avx2(weights: &[u32], columns: &[u32], pairs: usize) -> [[i
     let (w, x) = (weights.as_ptr(), columns.as_ptr());
     let mut acc = [_mm256_setzero_si256(); BLOCK_FILTERS];
     for p in 0..pairs {
-        let columns = _mm256_loadu_si256(x.add(p * 8) as *const __m256i);
+        let columns = _mm256_loadu_si256(x.add(p * BLOCK_COLUMNS) as *const __m256i);
         for (r, acc) in acc.iter_mut().enumerate() {
-            let pair = _mm256_set1_epi32(*w.add(p * 4 + r) as i32);
+            let pair = _mm256_set1_epi32(*w.add(p * BLOCK_FILTERS + r) as i32);
             *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(pair, columns));
         }
     }
