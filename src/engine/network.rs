@@ -94,10 +94,6 @@ impl Network {
         self.layers.iter_mut().for_each(|layer| layer.set_int8_inference(on));
     }
 
-    pub fn int8_inference(&self) -> bool {
-        self.int8_inference
-    }
-
     pub fn has_batch_norm(&self) -> bool {
         self.spec.layers.contains(&LayerSpec::BatchNorm)
     }
