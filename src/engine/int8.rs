@@ -149,6 +149,14 @@ impl Int8Weights {
         let columns_per_block = self.pairs * BLOCK_COLUMNS;
         let group_weights = &self.packed[group * filter_blocks * weights_per_block..][..filter_blocks * weights_per_block];
         let first_filter = group * self.group_filters;
+        // Per filter, (sum · scales + bias) · affine scale + affine shift as one multiply-add.
+        let scale_and_offset: Vec<(f32, f32)> = (first_filter..first_filter + self.group_filters)
+            .map(|filter| {
+                let (scale, shift) = epilogue.affine.as_ref().map_or((1.0, 0.0), |(scale, shift)| (scale[filter], shift[filter]));
+                (self.scales[filter] * activation_scale * scale, bias[filter] * scale + shift)
+            })
+            .collect();
+        let floor = if epilogue.relu { 0.0 } else { f32::NEG_INFINITY };
         let block_len = BLOCK_FILTERS * width;
         for_row_blocks(out, block_len, BLOCK_FILTERS * self.inner * width, |first_block, blocks| {
             for (b, out_block) in blocks.chunks_mut(block_len).enumerate() {
@@ -160,12 +168,7 @@ impl Int8Weights {
                     let first_column = column_block * BLOCK_COLUMNS;
                     let count = BLOCK_COLUMNS.min(width - first_column);
                     for (r, row) in out_block.chunks_exact_mut(width).enumerate() {
-                        let filter = first_filter + block * BLOCK_FILTERS + r;
-                        // (sum · scales + bias) · affine scale + affine shift, as one multiply-add.
-                        let (scale, shift) = epilogue.affine.as_ref().map_or((1.0, 0.0), |(scale, shift)| (scale[filter], shift[filter]));
-                        let factor = self.scales[filter] * activation_scale * scale;
-                        let offset = bias[filter] * scale + shift;
-                        let floor = if epilogue.relu { 0.0 } else { f32::NEG_INFINITY };
+                        let (factor, offset) = scale_and_offset[block * BLOCK_FILTERS + r];
                         let targets = &mut row[first_column..first_column + count];
                         targets.iter_mut().zip(&sums[r]).for_each(|(t, &s)| *t = larger(s as f32 * factor + offset, floor));
                     }
