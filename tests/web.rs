@@ -31,14 +31,19 @@ fn same_integer_predictions_as_native_within_1e_5() {
 
 #[wasm_bindgen_test]
 fn the_simd128_integer_kernel_gives_the_portable_kernels_sums() {
-    use fer_cnn::engine::int8::{block_sums, block_sums_portable, pair};
+    use fer_cnn::engine::int8::{block_sums, block_sums_portable, pair, Gather};
     let mut rng = common::Lcg(9);
     let weight = |rng: &mut common::Lcg| (rng.next() % 255) as i16 - 127;
     let activation = |rng: &mut common::Lcg| [i16::MAX, -i16::MAX, (rng.next() % 65535) as i16][rng.next() as usize % 3];
     for pairs in [1, 5, 258] {
         let weights: Vec<u32> = (0..pairs * 4).map(|_| pair(weight(&mut rng), weight(&mut rng))).collect();
-        let columns: Vec<u32> = (0..pairs * 8).map(|_| pair(activation(&mut rng), activation(&mut rng))).collect();
-        assert_eq!(block_sums(&weights, &columns, pairs), block_sums_portable(&weights, &columns, pairs), "{pairs} pairs");
+        let input: Vec<u32> = (0..pairs * 8 + 16).map(|_| pair(activation(&mut rng), activation(&mut rng))).collect();
+        // Offsets in no order, overlapping, at any alignment, as a convolution's taps are.
+        let offsets: Vec<usize> = (0..pairs).map(|_| rng.next() as usize % (input.len() - 11)).collect();
+        let inputs = Gather::new(&input, &offsets);
+        for base in [0, 3] {
+            assert_eq!(block_sums(&weights, &inputs, base), block_sums_portable(&weights, &inputs, base), "{pairs} pairs");
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use ndarray::IxDyn;
 use rand_distr::{Distribution, Normal};
 
 use super::{Layer, Mode, Padding, Param};
-use crate::engine::int8::{Epilogue, Int8Weights};
+use crate::engine::int8::{ConvGeometry, Epilogue, Int8Conv};
 use crate::engine::parallel::{for_each_item, map_ranges, map_sample_chunks};
 use crate::engine::tensor::{as_slice, as_slice_mut, gemm, matrix, matrix_mut, Rng, Tensor};
 
@@ -37,7 +37,7 @@ pub struct Conv2d {
     int8_inference: bool,
     /// The rounded weights, made on the first integer forward pass and dropped whenever the
     /// weights may change (`params_mut`).
-    int8_weights: Option<Int8Weights>,
+    int8_conv: Option<Int8Conv>,
 }
 
 /// Output length and padding before the first element along one axis.
@@ -98,7 +98,7 @@ impl Conv2d {
             bias: Param::new(Tensor::zeros(IxDyn(&[filters])), false),
             input: None,
             int8_inference: false,
-            int8_weights: None,
+            int8_conv: None,
         })
     }
 
@@ -143,8 +143,8 @@ impl Conv2d {
     }
 
     /// Writes sample `x`'s patches into columns `offset..offset + oh·ow` of `cols`, a
-    /// `[c·k·k, width]` matrix holding several samples side by side (f32, or rounded integers).
-    fn im2col<T: Copy + Default>(&self, x: &[T], cols: &mut [T], width: usize, offset: usize) {
+    /// `[c·k·k, width]` matrix holding several samples side by side.
+    fn im2col(&self, x: &[f32], cols: &mut [f32], width: usize, offset: usize) {
         let ohw = self.out_h * self.out_w;
         for row in 0..self.patch_len() {
             self.patch_row(x, row, &mut cols[row * width + offset..][..ohw]);
@@ -153,26 +153,26 @@ impl Conv2d {
 
     /// Row `row` (channel `c`, kernel tap `(ki, kj)`, as `(c·k + ki)·k + kj`) of sample `x`'s
     /// im2col matrix: that tap's input pixel for every output position, 0 outside the image.
-    fn patch_row<T: Copy + Default>(&self, x: &[T], row: usize, out: &mut [T]) {
+    fn patch_row(&self, x: &[f32], row: usize, out: &mut [f32]) {
         let (k, plane_len) = (self.kernel, self.in_h * self.in_w);
         let (c, ki, kj) = (row / (k * k), row / k % k, row % k);
         let plane = &x[c * plane_len..(c + 1) * plane_len];
         let (lo, hi, shift) = self.valid_columns(kj);
         for (oy, out_row) in out.chunks_exact_mut(self.out_w).enumerate() {
             let Some(iy) = self.input_row(oy, ki) else {
-                out_row.fill(T::default());
+                out_row.fill(0.0);
                 continue;
             };
             let in_row = &plane[iy * self.in_w..(iy + 1) * self.in_w];
             if self.stride == 1 {
-                out_row[..lo].fill(T::default());
+                out_row[..lo].fill(0.0);
                 let start = (lo as isize + shift) as usize;
                 out_row[lo..hi].copy_from_slice(&in_row[start..start + hi - lo]);
-                out_row[hi..].fill(T::default());
+                out_row[hi..].fill(0.0);
             } else {
                 for (ox, value) in out_row.iter_mut().enumerate() {
                     let ix = (ox * self.stride + kj) as isize - self.pad_left as isize;
-                    *value = if (0..self.in_w as isize).contains(&ix) { in_row[ix as usize] } else { T::default() };
+                    *value = if (0..self.in_w as isize).contains(&ix) { in_row[ix as usize] } else { 0.0 };
                 }
             }
         }
@@ -181,36 +181,43 @@ impl Conv2d {
     /// The evaluation forward pass in integer arithmetic: each sample's input rounded to 16 bits
     /// with its own scale (so a face's result does not depend on the other faces of a batch).
     fn forward_int8(&mut self, input: &Tensor, epilogue: &Epilogue) -> Tensor {
-        if self.int8_weights.is_none() {
-            self.int8_weights = Some(Int8Weights::new(as_slice(&self.weight.value), self.filters, self.groups));
+        if self.int8_conv.is_none() {
+            let geometry = ConvGeometry {
+                channels: self.in_channels,
+                groups: self.groups,
+                in_h: self.in_h,
+                in_w: self.in_w,
+                kernel: self.kernel,
+                stride: self.stride,
+                pad_top: self.pad_top,
+                pad_left: self.pad_left,
+                out_h: self.out_h,
+                out_w: self.out_w,
+            };
+            self.int8_conv = Some(Int8Conv::new(as_slice(&self.weight.value), self.filters, geometry));
         }
         let this = &*self;
-        let weights = this.int8_weights.as_ref().expect("made above");
+        let conv = this.int8_conv.as_ref().expect("made above");
         let n = input.shape()[0];
         let mut output = Tensor::zeros(IxDyn(&[n, this.filters, this.out_h, this.out_w]));
         let (ohw, in_len, out_len) = (this.out_h * this.out_w, this.in_len(), this.out_len());
-        let (group_patch, group_filters) = (this.group_patch_len(), this.group_filters());
+        let group_filters = this.group_filters();
         let x = as_slice(input);
         let bias = as_slice(&this.bias.value);
         map_sample_chunks(as_slice_mut(&mut output), out_len, |samples, out| {
-            let rounded: Vec<(f32, Vec<i16>)> = samples
+            let laid_out: Vec<(f32, Vec<u32>)> = samples
                 .map(|sample| {
-                    let mut rounded = vec![0i16; in_len];
-                    let scale = weights.quantise_activations(&x[sample * in_len..(sample + 1) * in_len], &mut rounded);
-                    (scale, rounded)
+                    let mut planes = Vec::new();
+                    let scale = conv.lay_out(&x[sample * in_len..(sample + 1) * in_len], &mut planes);
+                    (scale, planes)
                 })
                 .collect();
             // Each sample's groups are independent products: done in parallel, a camera frame's
             // few faces keep every thread busy with one hand-off per layer.
-            let products = out.chunks_exact_mut(out_len).zip(&rounded).flat_map(|(out, sample)| {
+            let products = out.chunks_exact_mut(out_len).zip(&laid_out).flat_map(|(out, sample)| {
                 out.chunks_exact_mut(group_filters * ohw).enumerate().map(move |(group, out)| (sample, group, out))
             });
-            for_each_item(products.collect(), |((scale, rounded), group, out)| {
-                let mut packed = Vec::new();
-                // The group's im2col rows, straight into the kernel's layout.
-                weights.pack_rows(ohw, &mut packed, |k, row| this.patch_row(rounded, group * group_patch + k, row));
-                weights.product(group, &packed, ohw, *scale, bias, epilogue, out);
-            });
+            for_each_item(products.collect(), |((scale, planes), group, out)| conv.product(group, planes, *scale, bias, epilogue, out));
         });
         output
     }
@@ -359,7 +366,7 @@ impl Layer for Conv2d {
     }
 
     fn params_mut(&mut self) -> Vec<&mut Param> {
-        self.int8_weights = None;
+        self.int8_conv = None;
         vec![&mut self.weight, &mut self.bias]
     }
 
