@@ -155,7 +155,7 @@ impl TinyFaceDetector {
         self.resampler.resample_rgb(frame, whole_frame, resized_width, resized_height, &mut self.resized_rgb)?;
         self.fill_input(size, resized_width, resized_height);
 
-        let cells = self.forward(size);
+        let cells = self.forward(size, (resized_height, resized_width));
         let cell_size = size as f32 / cells as f32;
         // From input pixels back to frame pixels, per axis (the resized sides were rounded).
         let to_frame_x = frame.width() as f32 / resized_width as f32;
@@ -191,19 +191,21 @@ impl TinyFaceDetector {
         self.input.resize(size * size * 3, 0.0);
         for (y, row) in self.input.chunks_exact_mut(size * 3).enumerate() {
             for (x, pixel) in row.chunks_exact_mut(3).enumerate() {
-                for (c, value) in pixel.iter_mut().enumerate() {
-                    let source =
-                        if y < resized_height && x < resized_width { self.resized_rgb[(y * resized_width + x) * 3 + c] } else { 0.0 };
-                    *value = (source - MEAN_RGB[c]) / 255.0;
+                if y < resized_height && x < resized_width {
+                    let source = &self.resized_rgb[(y * resized_width + x) * 3..][..3];
+                    pixel.iter_mut().zip(source).zip(MEAN_RGB).for_each(|((value, &source), mean)| *value = (source - mean) / 255.0);
+                } else {
+                    pixel.copy_from_slice(&letterbox());
                 }
             }
         }
     }
 
-    /// Runs the network on `self.input` (`[size, size, 3]`); leaves the head's output
-    /// `[cells, cells, 25]` in `self.activations` and returns `cells`.
-    fn forward(&mut self, size: usize) -> usize {
-        let mut side = conv0_3x3_valid(&self.input, size, &self.conv0_filters, &self.conv0_bias, &mut self.scratch);
+    /// Runs the network on `self.input` (`[size, size, 3]`, the frame in its top-left
+    /// `content` rows and columns); leaves the head's output `[cells, cells, 25]` in
+    /// `self.activations` and returns `cells`.
+    fn forward(&mut self, size: usize, content: (usize, usize)) -> usize {
+        let mut side = conv0_3x3_valid(&self.input, size, content, letterbox(), &self.conv0_filters, &self.conv0_bias, &mut self.scratch);
         side = max_pool_2x2(&self.scratch, side, CONV0_FILTERS, 2, &mut self.activations);
         for (i, layer) in self.separable.iter().enumerate() {
             depthwise_3x3_same(&self.activations, side, layer.channels_in, &layer.depthwise, &mut self.scratch);
@@ -228,6 +230,11 @@ impl TinyFaceDetector {
     }
 }
 
+/// The input value of a black pixel: the padding around a frame that is not square.
+fn letterbox() -> [f32; 3] {
+    MEAN_RGB.map(|mean| (0.0 - mean) / 255.0)
+}
+
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
@@ -236,26 +243,44 @@ fn sigmoid(x: f32) -> f32 {
 /// ReLU; returns the output's side. Written out directly rather than as im2col + sgemm: with
 /// 27 inputs per pixel a matrix product spends more on packing than on arithmetic, while here
 /// each output pixel is 27 multiply-adds of 16-wide filter rows, which the compiler vectorises.
-fn conv0_3x3_valid(input: &[f32], side: usize, filters: &[f32], bias: &[f32], out: &mut Vec<f32>) -> usize {
+///
+/// Rows from `content.0` and columns from `content.1` on hold `letterbox`, the padding colour
+/// (a 4:3 frame leaves a quarter of the square): a window wholly inside it gives the same output
+/// everywhere, computed once and copied (the same sum in the same order, so the same bits).
+fn conv0_3x3_valid(
+    input: &[f32],
+    side: usize,
+    content: (usize, usize),
+    letterbox: [f32; 3],
+    filters: &[f32],
+    bias: &[f32],
+    out: &mut Vec<f32>,
+) -> usize {
     let out_side = side - 2;
     out.resize(out_side * out_side * CONV0_FILTERS, 0.0);
     let bias: &[f32; CONV0_FILTERS] = bias.try_into().expect("conv0 bias has 16 values");
-    let row_len = out_side * CONV0_FILTERS;
-    for_row_blocks(out, row_len, row_len * 27, |first_row, rows| {
-        for (i, pixel_out) in rows.chunks_exact_mut(CONV0_FILTERS).enumerate() {
-            let (y, x) = (first_row + i / out_side, i % out_side);
-            let mut sums = *bias;
-            for ky in 0..3 {
-                // Three neighbouring RGB pixels lie next to each other: 9 values, in the filters' (kx, channel) order.
-                let values = &input[((y + ky) * side + x) * 3..][..9];
-                for (&value, weights) in values.iter().zip(filters[ky * 9 * CONV0_FILTERS..].chunks_exact(CONV0_FILTERS)) {
-                    for (s, w) in sums.iter_mut().zip(weights) {
-                        *s += value * w;
-                    }
+    // Each window row: three neighbouring RGB pixels, 9 values in the filters' (kx, channel) order.
+    let pixel_out = |window_rows: [&[f32]; 3]| {
+        let mut sums = *bias;
+        for (ky, values) in window_rows.into_iter().enumerate() {
+            for (&value, weights) in values.iter().zip(filters[ky * 9 * CONV0_FILTERS..].chunks_exact(CONV0_FILTERS)) {
+                for (s, w) in sums.iter_mut().zip(weights) {
+                    *s += value * w;
                 }
             }
-            for (o, s) in pixel_out.iter_mut().zip(sums) {
-                *o = if s < 0.0 { s * LEAKY_SLOPE } else { s };
+        }
+        sums.map(|s| if s < 0.0 { s * LEAKY_SLOPE } else { s })
+    };
+    let letterbox_row: Vec<f32> = letterbox.iter().copied().cycle().take(9).collect();
+    let letterbox_out = pixel_out([&letterbox_row; 3]);
+    let row_len = out_side * CONV0_FILTERS;
+    for_row_blocks(out, row_len, row_len * 27, |first_row, rows| {
+        for (i, pixel) in rows.chunks_exact_mut(CONV0_FILTERS).enumerate() {
+            let (y, x) = (first_row + i / out_side, i % out_side);
+            if y >= content.0 || x >= content.1 {
+                pixel.copy_from_slice(&letterbox_out);
+            } else {
+                pixel.copy_from_slice(&pixel_out([0, 1, 2].map(|ky| &input[((y + ky) * side + x) * 3..][..9])));
             }
         }
     });
@@ -388,7 +413,7 @@ mod tests {
         let mut bias = vec![0.0; CONV0_FILTERS];
         (bias[0], bias[1]) = (1.0, -100.0);
         let mut out = Vec::new();
-        assert_eq!(conv0_3x3_valid(&input, 4, &filters, &bias, &mut out), 2);
+        assert_eq!(conv0_3x3_valid(&input, 4, (4, 4), letterbox(), &filters, &bias, &mut out), 2);
         let at = |pixel: usize, channel: usize| out[pixel * CONV0_FILTERS + channel];
         // Output (0, 0) covers rows 0-2, columns 0-2: values (y·4 + x)·3 + c.
         let window_sum: f32 = (0..3).flat_map(|y| (0..3).flat_map(move |x| (0..3).map(move |c| ((y * 4 + x) * 3 + c) as f32))).sum();
@@ -397,6 +422,26 @@ mod tests {
         assert!((at(0, 1) - (16.0 - 100.0) * LEAKY_SLOPE).abs() < 1e-4); // centre (1, 1), green: 16
         assert!((at(1, 1) - (19.0 - 100.0) * LEAKY_SLOPE).abs() < 1e-4);
         assert!((2..CONV0_FILTERS).all(|c| at(0, c) == 0.0));
+    }
+
+    #[test]
+    fn windows_inside_the_letterbox_get_the_bits_of_the_full_computation() {
+        let side = 12;
+        let filters: Vec<f32> = (0..27 * CONV0_FILTERS).map(|i| ((i * 31 % 17) as f32 - 8.0) / 9.0).collect();
+        let bias: Vec<f32> = (0..CONV0_FILTERS).map(|i| i as f32 / 7.0 - 1.0).collect();
+        for content in [(7, 12), (12, 5), (6, 9), (12, 12)] {
+            let input: Vec<f32> = (0..side * side)
+                .flat_map(|i| {
+                    let (y, x) = (i / side, i % side);
+                    let inside = y < content.0 && x < content.1;
+                    (0..3).map(move |c| if inside { ((i * 3 + c) * 13 % 29) as f32 / 29.0 - 0.5 } else { letterbox()[c] })
+                })
+                .collect();
+            let (mut skipped, mut computed) = (Vec::new(), Vec::new());
+            conv0_3x3_valid(&input, side, content, letterbox(), &filters, &bias, &mut skipped);
+            conv0_3x3_valid(&input, side, (side, side), letterbox(), &filters, &bias, &mut computed);
+            assert_eq!(skipped, computed, "content {content:?}");
+        }
     }
 
     #[test]
