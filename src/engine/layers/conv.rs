@@ -35,8 +35,8 @@ pub struct Conv2d {
     input: Option<Tensor>,
     /// Evaluate in integer arithmetic (see `engine::int8`); training always uses f32.
     int8_inference: bool,
-    /// The rounded weights, made on the first integer forward pass and dropped whenever the
-    /// weights may change (`params_mut`).
+    /// This convolution in integer form (rounded weights, where each tap reads its input), made
+    /// on the first integer forward pass and dropped whenever the weights may change (`params_mut`).
     int8_conv: Option<Int8Conv>,
 }
 
