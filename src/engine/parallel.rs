@@ -31,13 +31,14 @@ pub const SAMPLES_PER_CHUNK: usize = 8;
 
 /// Calls `f(samples, out_chunk)` for consecutive chunks of samples, where `out_chunk` is the part
 /// of `out` (`item_len` values per sample) those samples own; returns each chunk's result in order.
-pub fn map_sample_chunks<T, F>(out: &mut [f32], item_len: usize, f: F) -> Vec<T>
+pub fn map_sample_chunks<E, T, F>(out: &mut [E], item_len: usize, f: F) -> Vec<T>
 where
+    E: Send,
     T: Send,
-    F: Fn(Range<usize>, &mut [f32]) -> T + Sync + Send,
+    F: Fn(Range<usize>, &mut [E]) -> T + Sync + Send,
 {
     let chunk_len = (item_len * SAMPLES_PER_CHUNK).max(1);
-    let run = |(index, chunk): (usize, &mut [f32])| {
+    let run = |(index, chunk): (usize, &mut [E])| {
         let first = index * SAMPLES_PER_CHUNK;
         let count = chunk.len().checked_div(item_len).unwrap_or(0);
         f(first..first + count, chunk)

@@ -55,14 +55,14 @@ impl Window {
 
 pub struct MaxPool2d {
     window: Window,
-    /// The input (training mode): backward finds each window's maximum again, which costs
-    /// less than recording it during a forward pass that runs in parallel.
-    input: Option<Tensor>,
+    /// Training mode: per output, the flat index in the input of its window's maximum, and the
+    /// input's shape. Backward sends each gradient there, instead of searching each window again.
+    winners: Option<(Vec<u32>, IxDyn)>,
 }
 
 impl MaxPool2d {
     pub fn new(input: [usize; 3], size: usize, stride: usize) -> MaxPool2d {
-        MaxPool2d { window: Window::new(input, size, stride), input: None }
+        MaxPool2d { window: Window::new(input, size, stride), winners: None }
     }
 
     pub fn output_shape(&self) -> [usize; 3] {
@@ -79,30 +79,41 @@ impl Layer for MaxPool2d {
     fn forward(&mut self, input: Tensor, mode: &mut Mode) -> Tensor {
         let n = input.shape()[0];
         let [c, oh, ow] = self.output_shape();
-        let mut output = Tensor::zeros(IxDyn(&[n, c, oh, ow]));
         let x = as_slice(&input);
         let (in_len, out_len) = (c * self.window.in_h * self.window.in_w, c * oh * ow);
         let this = &*self;
-        map_sample_chunks(as_slice_mut(&mut output), out_len, |samples, y| {
-            let x = &x[samples.start * in_len..samples.end * in_len];
-            this.window.for_each(samples.len() * c, |out_index, start| y[out_index] = x[this.argmax(x, start)]);
-        });
-        if mode.is_train() {
-            self.input = Some(input);
+        if !mode.is_train() {
+            // Evaluation (the camera's hot path) needs only the maxima.
+            let mut output = Tensor::zeros(IxDyn(&[n, c, oh, ow]));
+            map_sample_chunks(as_slice_mut(&mut output), out_len, |samples, y| {
+                let x = &x[samples.start * in_len..samples.end * in_len];
+                this.window.for_each(samples.len() * c, |out_index, start| y[out_index] = x[this.argmax(x, start)]);
+            });
+            return output;
         }
-        output
+        let mut winners = vec![0u32; n * out_len];
+        map_sample_chunks(&mut winners, out_len, |samples, winners| {
+            let first = samples.start * in_len;
+            let x = &x[first..samples.end * in_len];
+            this.window.for_each(samples.len() * c, |out_index, start| winners[out_index] = (first + this.argmax(x, start)) as u32);
+        });
+        let maxima = winners.iter().map(|&i| x[i as usize]).collect();
+        self.winners = Some((winners, input.raw_dim()));
+        Tensor::from_shape_vec(IxDyn(&[n, c, oh, ow]), maxima).expect("one maximum per output")
     }
 
     fn backward(&mut self, grad_output: Tensor, _want_input_grad: bool) -> Option<Tensor> {
-        let input = self.input.take().expect("MaxPool2d::backward needs a training-mode forward first");
+        let (winners, input_shape) = self.winners.take().expect("MaxPool2d::backward needs a training-mode forward first");
         let [c, oh, ow] = self.output_shape();
-        let (in_len, out_len) = (input.len() / input.shape()[0].max(1), c * oh * ow);
-        let mut dx = Tensor::zeros(input.raw_dim());
-        let (x, dy) = (as_slice(&input), as_slice(&grad_output));
+        let (in_len, out_len) = (c * self.window.in_h * self.window.in_w, c * oh * ow);
+        let mut dx = Tensor::zeros(input_shape);
+        let dy = as_slice(&grad_output);
         map_sample_chunks(as_slice_mut(&mut dx), in_len, |samples, dx| {
-            let x = &x[samples.start * in_len..samples.end * in_len];
-            let dy = &dy[samples.start * out_len..samples.end * out_len];
-            self.window.for_each(samples.len() * c, |out_index, start| dx[self.argmax(x, start)] += dy[out_index]);
+            let first = samples.start * in_len;
+            let outputs = samples.start * out_len..samples.end * out_len;
+            for (&winner, &g) in winners[outputs.clone()].iter().zip(&dy[outputs]) {
+                dx[winner as usize - first] += g;
+            }
         });
         Some(dx)
     }
