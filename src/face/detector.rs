@@ -189,13 +189,14 @@ impl TinyFaceDetector {
     /// the mean colour, over 255.
     fn fill_input(&mut self, size: usize, resized_width: usize, resized_height: usize) {
         self.input.resize(size * size * 3, 0.0);
+        let letterbox = letterbox();
         for (y, row) in self.input.chunks_exact_mut(size * 3).enumerate() {
             for (x, pixel) in row.chunks_exact_mut(3).enumerate() {
                 if y < resized_height && x < resized_width {
                     let source = &self.resized_rgb[(y * resized_width + x) * 3..][..3];
                     pixel.iter_mut().zip(source).zip(MEAN_RGB).for_each(|((value, &source), mean)| *value = (source - mean) / 255.0);
                 } else {
-                    pixel.copy_from_slice(&letterbox());
+                    pixel.copy_from_slice(&letterbox);
                 }
             }
         }
@@ -205,7 +206,7 @@ impl TinyFaceDetector {
     /// `content` rows and columns); leaves the head's output `[cells, cells, 25]` in
     /// `self.activations` and returns `cells`.
     fn forward(&mut self, size: usize, content: (usize, usize)) -> usize {
-        let mut side = conv0_3x3_valid(&self.input, size, content, letterbox(), &self.conv0_filters, &self.conv0_bias, &mut self.scratch);
+        let mut side = conv0_3x3_valid(&self.input, size, content, &self.conv0_filters, &self.conv0_bias, &mut self.scratch);
         side = max_pool_2x2(&self.scratch, side, CONV0_FILTERS, 2, &mut self.activations);
         for (i, layer) in self.separable.iter().enumerate() {
             depthwise_3x3_same(&self.activations, side, layer.channels_in, &layer.depthwise, &mut self.scratch);
@@ -244,18 +245,10 @@ fn sigmoid(x: f32) -> f32 {
 /// 27 inputs per pixel a matrix product spends more on packing than on arithmetic, while here
 /// each output pixel is 27 multiply-adds of 16-wide filter rows, which the compiler vectorises.
 ///
-/// Rows from `content.0` and columns from `content.1` on hold `letterbox`, the padding colour
+/// Rows from `content.0` and columns from `content.1` on hold [`letterbox`], the padding colour
 /// (a 4:3 frame leaves a quarter of the square): a window wholly inside it gives the same output
 /// everywhere, computed once and copied (the same sum in the same order, so the same bits).
-fn conv0_3x3_valid(
-    input: &[f32],
-    side: usize,
-    content: (usize, usize),
-    letterbox: [f32; 3],
-    filters: &[f32],
-    bias: &[f32],
-    out: &mut Vec<f32>,
-) -> usize {
+fn conv0_3x3_valid(input: &[f32], side: usize, content: (usize, usize), filters: &[f32], bias: &[f32], out: &mut Vec<f32>) -> usize {
     let out_side = side - 2;
     out.resize(out_side * out_side * CONV0_FILTERS, 0.0);
     let bias: &[f32; CONV0_FILTERS] = bias.try_into().expect("conv0 bias has 16 values");
@@ -271,7 +264,7 @@ fn conv0_3x3_valid(
         }
         sums.map(|s| if s < 0.0 { s * LEAKY_SLOPE } else { s })
     };
-    let letterbox_row: Vec<f32> = letterbox.iter().copied().cycle().take(9).collect();
+    let letterbox_row: Vec<f32> = letterbox().iter().copied().cycle().take(9).collect();
     let letterbox_out = pixel_out([&letterbox_row; 3]);
     let row_len = out_side * CONV0_FILTERS;
     for_row_blocks(out, row_len, row_len * 27, |first_row, rows| {
@@ -413,7 +406,7 @@ mod tests {
         let mut bias = vec![0.0; CONV0_FILTERS];
         (bias[0], bias[1]) = (1.0, -100.0);
         let mut out = Vec::new();
-        assert_eq!(conv0_3x3_valid(&input, 4, (4, 4), letterbox(), &filters, &bias, &mut out), 2);
+        assert_eq!(conv0_3x3_valid(&input, 4, (4, 4), &filters, &bias, &mut out), 2);
         let at = |pixel: usize, channel: usize| out[pixel * CONV0_FILTERS + channel];
         // Output (0, 0) covers rows 0-2, columns 0-2: values (y·4 + x)·3 + c.
         let window_sum: f32 = (0..3).flat_map(|y| (0..3).flat_map(move |x| (0..3).map(move |c| ((y * 4 + x) * 3 + c) as f32))).sum();
@@ -438,8 +431,8 @@ mod tests {
                 })
                 .collect();
             let (mut skipped, mut computed) = (Vec::new(), Vec::new());
-            conv0_3x3_valid(&input, side, content, letterbox(), &filters, &bias, &mut skipped);
-            conv0_3x3_valid(&input, side, (side, side), letterbox(), &filters, &bias, &mut computed);
+            conv0_3x3_valid(&input, side, content, &filters, &bias, &mut skipped);
+            conv0_3x3_valid(&input, side, (side, side), &filters, &bias, &mut computed);
             assert_eq!(skipped, computed, "content {content:?}");
         }
     }
