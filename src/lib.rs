@@ -3,13 +3,15 @@
 //!
 //! Data flows one way: bytes → [`data`] (FER2013 parsing, augmentation) → batches →
 //! [`engine`] (tensors, layers, losses, optimisers) built from [`models`] presets →
-//! [`train`] (training loop, evaluation, metrics) → the native CLI (`src/bin/fer.rs`) or the
-//! wasm API ([`web`]) → the page (`www/`).
+//! [`inference`] (probabilities, evaluation) and [`train`] (the training run) → [`face`] (the
+//! camera's pipeline, which reaches inference, never training) → the native CLI
+//! (`src/bin/fer/`) or the wasm API ([`web`]) → the page (`www/`).
 
 pub mod data;
 pub mod engine;
 pub mod error;
 pub mod face;
+pub mod inference;
 pub mod models;
 pub mod train;
 

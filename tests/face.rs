@@ -11,8 +11,8 @@ use fer_cnn::engine::Network;
 use fer_cnn::face::{
     crop_face, fer_square, AreaResampler, DetectorOptions, FacePipeline, Frame, FrameKind, Rect, TinyFaceDetector, FER_FRAMING,
 };
+use fer_cnn::inference::{predict_faces, Tta};
 use fer_cnn::models::preset;
-use fer_cnn::train::{predict_faces, Tta};
 
 const DETECTOR_DIR: &str = "www/node_modules/@vladmandic/face-api/model";
 

@@ -9,8 +9,8 @@ mod common;
 use fer_cnn::data::FACE_PIXELS;
 use fer_cnn::engine::int8::quantise_rows;
 use fer_cnn::engine::{LayerSpec, Mode, ModelSpec, Network, Padding, Tensor};
+use fer_cnn::inference::{predict_faces, Tta};
 use fer_cnn::models::{load_model, preset, save_model, StoredDtype};
-use fer_cnn::train::{predict_faces, Tta};
 use ndarray::{Array2, IxDyn};
 
 fn faces(count: usize, seed: u64) -> Vec<u8> {

@@ -5,7 +5,6 @@ use fer_cnn::engine::layers::LayerSpec;
 use fer_cnn::engine::{Mode, ModelSpec, Network, Padding, Tensor};
 use fer_cnn::models::{load_model, merge, preset, save_model, StoredDtype};
 use ndarray::{Array2, IxDyn};
-use std::collections::HashMap;
 
 fn faces(n: usize, salt: usize) -> Tensor {
     Tensor::from_shape_fn(IxDyn(&[n, 1, 48, 48]), |idx| ((idx[0] * 31 + idx[2] * 7 + idx[3] * 3 + salt) % 255) as f32 / 64.0 - 2.0)
@@ -121,7 +120,7 @@ fn a_model_named_as_a_merge_must_be_one() {
 fn a_merged_model_saves_and_loads_with_its_groups() {
     let members = [trained_like(preset("seed").unwrap(), 1), trained_like(preset("seed").unwrap(), 2)];
     let mut merged = merge(&members).unwrap();
-    let bytes = save_model(&merged, StoredDtype::F32, &HashMap::new()).unwrap();
+    let bytes = save_model(&merged, StoredDtype::F32, &Default::default()).unwrap();
     let mut loaded = load_model(&bytes).unwrap().network;
     assert_eq!(loaded.spec(), merged.spec());
     assert_eq!(logits(&mut loaded), logits(&mut merged));

@@ -3,11 +3,11 @@
 
 #![cfg(not(target_arch = "wasm32"))]
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use fer_cnn::engine::layers::LayerSpec;
 use fer_cnn::engine::{ModelSpec, Network, Tensor};
-use fer_cnn::models::{load_model, preset, save_model, StoredDtype, PRESETS};
+use fer_cnn::models::{load_model, preset, save_model, ModelMetadata, StoredDtype, PRESETS};
 use ndarray::IxDyn;
 use safetensors::tensor::{Dtype, TensorView};
 
@@ -27,11 +27,15 @@ fn every_preset_round_trips_with_identical_predictions() {
     for (name, _) in PRESETS {
         let mut network = Network::new(preset(name).unwrap(), 7).unwrap();
         let before = network.predict(faces(3));
-        let metadata = HashMap::from([("note".to_string(), "kept".to_string())]);
+        let metadata = ModelMetadata {
+            publictest_accuracy: Some(0.5),
+            other: BTreeMap::from([("note".to_string(), "kept".to_string())]),
+            ..ModelMetadata::default()
+        };
         let bytes = save_model(&network, StoredDtype::F32, &metadata).unwrap();
         let mut loaded = load_model(&bytes).unwrap();
         assert_eq!(loaded.network.spec(), network.spec());
-        assert_eq!(loaded.metadata.get("note").map(String::as_str), Some("kept"));
+        assert_eq!(loaded.metadata, metadata);
         assert_eq!(loaded.network.predict(faces(3)), before, "{name}");
     }
 }
@@ -39,8 +43,8 @@ fn every_preset_round_trips_with_identical_predictions() {
 #[test]
 fn half_precision_files_are_half_the_size_and_predict_nearly_the_same() {
     let mut network = Network::new(preset("deep").unwrap(), 7).unwrap();
-    let full = save_model(&network, StoredDtype::F32, &HashMap::new()).unwrap();
-    let half = save_model(&network, StoredDtype::F16, &HashMap::new()).unwrap();
+    let full = save_model(&network, StoredDtype::F32, &ModelMetadata::default()).unwrap();
+    let half = save_model(&network, StoredDtype::F16, &ModelMetadata::default()).unwrap();
     assert!(half.len() < full.len() * 52 / 100, "{} vs {}", half.len(), full.len());
     let mut loaded = load_model(&half).unwrap().network;
     let (a, b) = (network.predict(faces(2)), loaded.predict(faces(2)));
@@ -52,8 +56,8 @@ fn half_precision_files_are_half_the_size_and_predict_nearly_the_same() {
 fn int8_files_are_a_quarter_of_the_size_and_predict_nearly_the_same() {
     let mut network = Network::new(preset("deep").unwrap(), 7).unwrap();
     network.recalibrate_batch_norm([faces(16)]);
-    let full = save_model(&network, StoredDtype::F32, &HashMap::new()).unwrap();
-    let int8 = save_model(&network, StoredDtype::Int8, &HashMap::new()).unwrap();
+    let full = save_model(&network, StoredDtype::F32, &ModelMetadata::default()).unwrap();
+    let int8 = save_model(&network, StoredDtype::Int8, &ModelMetadata::default()).unwrap();
     assert!(int8.len() < full.len() * 27 / 100, "{} vs {}", int8.len(), full.len());
     let mut loaded = load_model(&int8).unwrap().network;
     // Each weight moves by at most half a step (max |w| / 254) of its output channel.
@@ -75,72 +79,99 @@ fn int8_files_are_a_quarter_of_the_size_and_predict_nearly_the_same() {
     assert!(largest < 2e-2, "int8 changed a probability by {largest}");
     // Weights already on the int8 grid stay there when saved again (the CLI saves twice when it
     // re-measures batch-norm statistics after rounding).
-    let again = load_model(&save_model(&loaded, StoredDtype::Int8, &HashMap::new()).unwrap()).unwrap().network;
+    let again = load_model(&save_model(&loaded, StoredDtype::Int8, &ModelMetadata::default()).unwrap()).unwrap().network;
     for ((name, first), (_, second)) in loaded.named_tensors().into_iter().zip(again.named_tensors()) {
         let worst = first.iter().zip(second.iter()).map(|(x, y)| (x - y).abs() / x.abs().max(1e-3)).fold(0.0f32, f32::max);
         assert!(worst < 1e-5, "{name} moved by {worst} (relative) when saved again");
     }
 }
 
-#[test]
-fn a_hand_made_int8_file_gives_known_weights() {
-    // Rows [2, −4] with scale 0.5 and [127, 0] with scale 0.25 → W = [[1, −2], [31.75, 0]].
-    let quantised: Vec<u8> = [2i8, -4, 127, 0].iter().map(|q| *q as u8).collect();
-    let scales: Vec<u8> = [0.5f32, 0.25].iter().flat_map(|v| v.to_le_bytes()).collect();
-    let bias: Vec<u8> = [0.0f32, 0.0].iter().flat_map(|v| v.to_le_bytes()).collect();
-    let file = |with_scales: bool| {
-        let mut tensors = vec![
-            ("layers.1.weight", TensorView::new(Dtype::I8, vec![2, 2], &quantised).unwrap()),
-            ("layers.1.bias", TensorView::new(Dtype::F32, vec![2], &bias).unwrap()),
-        ];
-        if with_scales {
-            tensors.push(("layers.1.weight.scale", TensorView::new(Dtype::F32, vec![2], &scales).unwrap()));
-        }
-        let metadata =
-            [("format".to_string(), "fer-cnn/1".to_string()), ("spec".to_string(), serde_json::to_string(&tiny_spec()).unwrap())];
-        safetensors::tensor::serialize(tensors, Some(metadata.into_iter().collect())).unwrap()
-    };
-    let network = load_model(&file(true)).unwrap().network;
-    let weight: Vec<f32> = network.tensor("layers.1.weight").unwrap().iter().copied().collect();
-    assert_eq!(weight, vec![1.0, -2.0, 31.75, 0.0]);
-    assert!(error_of(&file(false)).contains("has no scales"));
+/// The smallest model that reads a face: its mean pixel, times one weight per class, plus a bias.
+fn tiny_spec() -> ModelSpec {
+    ModelSpec { name: "tiny".into(), input: [1, 48, 48], layers: vec![LayerSpec::GlobalAvgPool, LayerSpec::Dense { units: 7 }], classes: 7 }
 }
 
-fn tiny_spec() -> ModelSpec {
-    ModelSpec { name: "tiny".into(), input: [1, 1, 2], layers: vec![LayerSpec::Flatten, LayerSpec::Dense { units: 2 }], classes: 2 }
+fn file_of(spec: &ModelSpec, tensors: Vec<(&str, TensorView)>, format: &str) -> Vec<u8> {
+    let metadata = [("format".to_string(), format.to_string()), ("spec".to_string(), serde_json::to_string(spec).unwrap())];
+    safetensors::tensor::serialize(tensors, Some(metadata.into_iter().collect())).unwrap()
 }
+
+fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+const BIAS: [f32; 7] = [0.5, -0.5, 0.0, 0.0, 0.0, 0.0, 0.0];
 
 fn tiny_file(weight: &[f32], weight_shape: Vec<usize>, format: &str) -> Vec<u8> {
-    let weight_bytes: Vec<u8> = weight.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let bias_bytes: Vec<u8> = [0.5f32, -0.5].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let (weight_bytes, bias_bytes) = (f32_bytes(weight), f32_bytes(&BIAS));
     let tensors = vec![
         ("layers.1.weight", TensorView::new(Dtype::F32, weight_shape, &weight_bytes).unwrap()),
-        ("layers.1.bias", TensorView::new(Dtype::F32, vec![2], &bias_bytes).unwrap()),
+        ("layers.1.bias", TensorView::new(Dtype::F32, vec![7], &bias_bytes).unwrap()),
     ];
-    let metadata = [("format".to_string(), format.to_string()), ("spec".to_string(), serde_json::to_string(&tiny_spec()).unwrap())];
-    safetensors::tensor::serialize(tensors, Some(metadata.into_iter().collect())).unwrap()
+    file_of(&tiny_spec(), tensors, format)
 }
 
 #[test]
 fn a_hand_made_file_gives_known_logits() {
-    // y = W·x + b with W = [[1, 2], [3, 4]], b = [0.5, −0.5], x = [1, 1] → logits [3.5, 6.5].
-    let bytes = tiny_file(&[1.0, 2.0, 3.0, 4.0], vec![2, 2], "fer-cnn/1");
-    let mut network = load_model(&bytes).unwrap().network;
-    let probs = network.predict(Tensor::ones(IxDyn(&[1, 1, 1, 2])));
-    let expected_first = 1.0 / (1.0 + 3.0f32.exp());
-    assert!((probs[(0, 0)] - expected_first).abs() < 1e-6);
-    assert!((probs[(0, 1)] - (1.0 - expected_first)).abs() < 1e-6);
+    // A face of ones has mean 1: logits = W + b with W = [1, 2, ..., 7].
+    let weight: Vec<f32> = (1..=7).map(|k| k as f32).collect();
+    let mut network = load_model(&tiny_file(&weight, vec![7, 1], "fer-cnn/1")).unwrap().network;
+    let probs = network.predict(Tensor::ones(IxDyn(&[1, 1, 48, 48])));
+    let logits: Vec<f32> = weight.iter().zip(BIAS).map(|(w, b)| w + b).collect();
+    let total: f32 = logits.iter().map(|l| l.exp()).sum();
+    for (k, logit) in logits.iter().enumerate() {
+        assert!((probs[(0, k)] - logit.exp() / total).abs() < 1e-6, "class {k}");
+    }
+}
+
+#[test]
+fn a_hand_made_int8_file_gives_known_weights() {
+    // Rows q = [2, −4, 127, 0, 1, 1, 1] with scales [0.5, 0.25, 0.25, 1, 1, 1, 2] → W = q · scale.
+    let quantised: Vec<u8> = [2i8, -4, 127, 0, 1, 1, 1].iter().map(|q| *q as u8).collect();
+    let scales = f32_bytes(&[0.5, 0.25, 0.25, 1.0, 1.0, 1.0, 2.0]);
+    let bias = f32_bytes(&BIAS);
+    let file = |with_scales: bool| {
+        let mut tensors = vec![
+            ("layers.1.weight", TensorView::new(Dtype::I8, vec![7, 1], &quantised).unwrap()),
+            ("layers.1.bias", TensorView::new(Dtype::F32, vec![7], &bias).unwrap()),
+        ];
+        if with_scales {
+            tensors.push(("layers.1.weight.scale", TensorView::new(Dtype::F32, vec![7], &scales).unwrap()));
+        }
+        file_of(&tiny_spec(), tensors, "fer-cnn/1")
+    };
+    let network = load_model(&file(true)).unwrap().network;
+    let weight: Vec<f32> = network.tensor("layers.1.weight").unwrap().iter().copied().collect();
+    assert_eq!(weight, vec![1.0, -1.0, 31.75, 0.0, 1.0, 1.0, 2.0]);
+    assert!(error_of(&file(false)).contains("has no scales"));
+}
+
+#[test]
+fn a_model_for_other_inputs_or_classes_is_refused_naming_the_problem() {
+    let other = |input: [usize; 3], classes: usize| {
+        let spec =
+            ModelSpec { name: "other".into(), input, layers: vec![LayerSpec::Flatten, LayerSpec::Dense { units: classes }], classes };
+        let network = Network::new(spec, 1).unwrap();
+        save_model(&network, StoredDtype::F32, &ModelMetadata::default()).unwrap()
+    };
+    let message = error_of(&other([1, 1, 2], 7));
+    assert!(message.contains("[1, 1, 2]") && message.contains("48x48"), "{message}");
+    let message = error_of(&other([3, 48, 48], 7));
+    assert!(message.contains("[3, 48, 48]"), "{message}");
+    let message = error_of(&other([1, 48, 48], 5));
+    assert!(message.contains("scores 5 classes") && message.contains("7"), "{message}");
 }
 
 #[test]
 fn files_that_do_not_fit_are_refused_with_the_reason() {
     assert!(error_of(b"not a model at all").contains("another kind of file"));
-    assert!(error_of(&tiny_file(&[1.0, 2.0, 3.0, 4.0], vec![2, 2], "other/2")).contains("not supported"));
-    assert!(error_of(&tiny_file(&[1.0, 2.0], vec![1, 2], "fer-cnn/1")).contains("has shape [1, 2] in the file"));
-    assert!(error_of(&tiny_file(&[1.0, f32::NAN, 3.0, 4.0], vec![2, 2], "fer-cnn/1")).contains("NaN"));
+    let weight = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0];
+    assert!(error_of(&tiny_file(&weight, vec![7, 1], "other/2")).contains("not supported"));
+    assert!(error_of(&tiny_file(&weight[..2], vec![2, 1], "fer-cnn/1")).contains("has shape [2, 1] in the file"));
+    assert!(error_of(&tiny_file(&[1.0, f32::NAN, 3.0, 4.0, 5.0, 6.0, 7.0], vec![7, 1], "fer-cnn/1")).contains("NaN"));
 
     let network = Network::new(preset("seed").unwrap(), 1).unwrap();
-    let bytes = save_model(&network, StoredDtype::F32, &HashMap::new()).unwrap();
+    let bytes = save_model(&network, StoredDtype::F32, &ModelMetadata::default()).unwrap();
     assert!(error_of(&bytes[..bytes.len() - 10]).contains("truncated"));
     assert!(error_of(&bytes[..20]).contains("truncated"));
 

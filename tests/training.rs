@@ -11,8 +11,9 @@ use fer_cnn::data::{FACE_PIXELS, FACE_SIDE};
 use fer_cnn::engine::loss::{smoothed_one_hot, softmax_cross_entropy};
 use fer_cnn::engine::network::batch_tensor;
 use fer_cnn::engine::{LayerSpec, LrSchedule, Mode, ModelSpec, Network, OptimizerKind, Rng, Tensor};
+use fer_cnn::inference::{evaluate, predict_faces, Tta};
 use fer_cnn::models::preset;
-use fer_cnn::train::{evaluate, predict_faces, Schedule, Teacher, TrainConfig, Trainer, Tta, RECALIBRATION_FACES};
+use fer_cnn::train::{Schedule, Teacher, TrainConfig, Trainer, TrainingRun, RECALIBRATION_FACES};
 use ndarray::{Axis, IxDyn};
 use rand::{Rng as _, SeedableRng};
 use std::collections::HashMap;
@@ -24,12 +25,14 @@ fn synthetic(per_class: usize) -> fer_cnn::data::Dataset {
 fn fit(spec: ModelSpec, config: TrainConfig) -> (Vec<f32>, f32) {
     let data = synthetic(10);
     let rows: Vec<usize> = (0..data.len()).collect();
-    let mut trainer = Trainer::new(Network::new(spec, 1).unwrap(), config, &data, rows.clone()).unwrap();
+    let mut run = TrainingRun::new(Network::new(spec, 1).unwrap(), config, &data, None, Tta::None).unwrap();
+    assert_eq!(run.train_rows(), rows);
     let mut losses = Vec::new();
-    while !trainer.is_finished() {
-        losses.push(trainer.train_epoch(&data, |_| {}).loss);
+    while !run.is_finished() {
+        run.train_slice(&data, usize::MAX);
+        losses.push(run.end_epoch(&data).train.loss);
     }
-    let accuracy = evaluate(&mut trainer.network, &data, &rows, Tta::None).accuracy;
+    let accuracy = evaluate(run.network_mut(), &data, &rows, Tta::None).accuracy;
     (losses, accuracy)
 }
 
@@ -184,7 +187,7 @@ fn distillation_with_full_weight_learns_the_teachers_classes_not_the_labels() {
     let trainer = Trainer::new(Network::new(preset("seed").unwrap(), 1).unwrap(), config, &data, rows.clone()).unwrap();
     let mut trainer = trainer.distil_from(contrary_teacher(&data, &rows, 1.0)).unwrap();
     while !trainer.is_finished() {
-        trainer.train_epoch(&data, |_| {});
+        trainer.train_step(&data);
     }
     let faces: Vec<u8> = rows.iter().flat_map(|&r| data.face(r).to_vec()).collect();
     let probs = predict_faces(&mut trainer.network, &faces, Tta::None);
@@ -305,7 +308,6 @@ fn cosine_schedule_warms_up_then_decays() {
     assert!((schedule.lr_at(1.0, 9) - 1.0).abs() < 1e-6);
     assert!((schedule.lr_at(1.0, 60) - 0.505).abs() < 1e-3);
     assert!((schedule.lr_at(1.0, 110) - 0.01).abs() < 1e-6);
-    assert_eq!(LrSchedule::Step { every_steps: 10, gamma: 0.5 }.lr_at(2.0, 25), 0.5);
 }
 
 #[test]
@@ -383,33 +385,31 @@ fn recalibrated_evaluation_matches_training_mode_on_the_same_faces() {
 }
 
 #[test]
-fn trainer_recalibrates_batch_norm_models_only_and_deterministically() {
+fn the_end_of_an_epoch_recalibrates_batch_norm_models_only_and_deterministically() {
     let data = synthetic(4);
     let rows: Vec<usize> = (0..data.len()).collect();
     let config = TrainConfig { epochs: 1, batch_size: 14, augment: Some(AugmentConfig::default()), ..TrainConfig::default() };
     let trained = |preset_name: &str| {
-        let mut trainer =
-            Trainer::new(Network::new(preset(preset_name).unwrap(), 2).unwrap(), config.clone(), &data, rows.clone()).unwrap();
-        trainer.train_epoch(&data, |_| {});
-        trainer
+        let network = Network::new(preset(preset_name).unwrap(), 2).unwrap();
+        let mut run = TrainingRun::new(network, config.clone(), &data, None, Tta::None).unwrap();
+        assert!(run.train_slice(&data, usize::MAX).epoch_finished);
+        run
     };
     let tensors =
-        |trainer: &Trainer| -> Vec<Vec<f32>> { trainer.network.named_tensors().iter().map(|(_, t)| t.iter().copied().collect()).collect() };
+        |run: &TrainingRun| -> Vec<Vec<f32>> { run.network().named_tensors().iter().map(|(_, t)| t.iter().copied().collect()).collect() };
 
     let mut seed = trained("seed");
-    assert_eq!(seed.recalibration_faces(), 0, "the paper's CNN has no batch-norm");
     let before = tensors(&seed);
-    seed.recalibrate_batch_norm(&data);
+    assert_eq!(seed.end_epoch(&data).recalibrated_on, 0, "the paper's CNN has no batch-norm");
     assert_eq!(tensors(&seed), before);
 
     let (mut a, mut b) = (trained("deep"), trained("deep"));
-    assert_eq!(a.recalibration_faces(), rows.len().min(RECALIBRATION_FACES));
     let before = tensors(&a);
-    a.recalibrate_batch_norm(&data);
-    b.recalibrate_batch_norm(&data);
+    assert_eq!(a.end_epoch(&data).recalibrated_on, rows.len().min(RECALIBRATION_FACES));
+    b.end_epoch(&data);
     assert_eq!(tensors(&a), tensors(&b));
     let changed = |name: &str| {
-        let at = a.network.named_tensors().iter().position(|(n, _)| n == name).unwrap();
+        let at = a.network().named_tensors().iter().position(|(n, _)| n == name).unwrap();
         tensors(&a)[at] != before[at]
     };
     assert!(changed("layers.1.running_mean") && changed("layers.1.running_var"));

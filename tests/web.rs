@@ -133,8 +133,8 @@ fn train_predict_save_and_load_in_the_browser() {
 #[wasm_bindgen_test]
 fn a_merged_model_averages_its_members_in_the_browser() {
     use fer_cnn::engine::Network;
+    use fer_cnn::inference::{predict_faces, Tta};
     use fer_cnn::models::{merge, preset, save_model, StoredDtype};
-    use fer_cnn::train::{predict_faces, Tta};
     let deep = || preset("deep").unwrap_or_else(|_| panic!("deep is a preset"));
     let mut members: Vec<Network> = [1, 2].map(|seed| Network::new(deep(), seed).unwrap_or_else(|_| panic!("builds"))).into();
     let merged = merge(&members).unwrap_or_else(|_| panic!("merges"));
@@ -160,20 +160,48 @@ fn batch_norm_statistics_are_recalibrated_in_the_browser() {
     let config = serde_wasm_bindgen::to_value(&TrainConfig { epochs: 1, batch_size: 14, ..TrainConfig::default() }).unwrap();
     let start = |preset: &str| {
         let model = Model::from_preset(preset, 1).unwrap_or_else(|_| panic!("preset builds"));
-        let mut training = Training::new(model, &data, config.clone(), None).unwrap_or_else(|_| panic!("training starts"));
-        training.train_steps(&data, 1).unwrap_or_else(|_| panic!("trains"));
+        let mut training = Training::new(model, &data, config.clone(), None, "none").unwrap_or_else(|_| panic!("training starts"));
+        training.train_slice(&data, 1).unwrap_or_else(|_| panic!("trains"));
         training
     };
-    assert_eq!(start("seed").recalibration_faces(), 0, "no batch-norm, nothing to recalibrate");
+    let end_epoch = |training: &mut Training| -> serde_json::Value {
+        serde_wasm_bindgen::from_value(training.end_epoch(&data).unwrap_or_else(|_| panic!("ends the epoch"))).unwrap()
+    };
+    assert_eq!(end_epoch(&mut start("seed"))["recalibrated_on"], 0, "no batch-norm, nothing to recalibrate");
 
     let mut training = start("deep");
-    assert_eq!(training.recalibration_faces(), 14);
     let test_rows = [14, 15, 16];
     let before = training.predict(&data, &test_rows).unwrap_or_else(|_| panic!("predicts"));
-    training.recalibrate(&data);
+    let report = end_epoch(&mut training);
+    assert_eq!(report["recalibrated_on"], 14);
+    assert_eq!(report["public_test"]["n"], 14, "PublicTest evaluated");
     let after = training.predict(&data, &test_rows).unwrap_or_else(|_| panic!("predicts"));
     assert_ne!(before, after, "one training step's running statistics are not the measured ones");
     // The measurement does not depend on the statistics it replaces.
-    training.recalibrate(&data);
+    end_epoch(&mut training);
     assert_eq!(training.predict(&data, &test_rows).unwrap_or_else(|_| panic!("predicts")), after);
+}
+
+#[wasm_bindgen_test]
+fn a_model_for_other_inputs_or_classes_is_refused_without_a_trap_and_the_current_model_stays() {
+    use fer_cnn::engine::{LayerSpec, ModelSpec, Network};
+    use fer_cnn::models::{save_model, StoredDtype};
+    let mut current = Model::from_preset("seed", 1).unwrap_or_else(|_| panic!("preset builds"));
+    let face = vec![128u8; 48 * 48];
+    let before = current.predict(&face, "none").unwrap_or_else(|_| panic!("predicts"));
+    let file = |input: [usize; 3], classes: usize| {
+        let spec =
+            ModelSpec { name: "other".into(), input, layers: vec![LayerSpec::Flatten, LayerSpec::Dense { units: classes }], classes };
+        save_model(&Network::new(spec, 1).unwrap_or_else(|_| panic!("builds")), StoredDtype::F32, &Default::default())
+            .unwrap_or_else(|_| panic!("saves"))
+    };
+    for (bytes, expected) in [(file([1, 1, 2], 7), "48x48"), (file([1, 48, 48], 5), "scores 5 classes")] {
+        let error = match Model::from_bytes(&bytes) {
+            Ok(_) => panic!("a model for other faces must be refused"),
+            Err(error) => wasm_bindgen::JsValue::from(error),
+        };
+        let message = js_sys::Reflect::get(&error, &"message".into()).ok().and_then(|m| m.as_string()).unwrap_or_default();
+        assert!(message.contains(expected), "{message}");
+    }
+    assert_eq!(current.predict(&face, "none").unwrap_or_else(|_| panic!("still predicts")), before);
 }

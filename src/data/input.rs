@@ -4,7 +4,7 @@
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 
-use super::fer2013::{FACE_PIXELS, FACE_SIDE};
+use super::face::{FACE_PIXELS, FACE_SIDE};
 use crate::engine::Rng;
 
 /// Pixel → input value: centred on mid-grey, roughly unit spread (FER2013's pixel std is ~65).

@@ -109,11 +109,6 @@ pub enum LrSchedule {
         total_steps: u64,
         min_ratio: f32,
     },
-    /// Multiply by `gamma` every `every_steps`.
-    Step {
-        every_steps: u64,
-        gamma: f32,
-    },
 }
 
 impl LrSchedule {
@@ -129,7 +124,6 @@ impl LrSchedule {
                 let cosine = 0.5 * (1.0 + (std::f32::consts::PI * progress).cos());
                 base_lr * (min_ratio + (1.0 - min_ratio) * cosine)
             }
-            LrSchedule::Step { every_steps, gamma } => base_lr * gamma.powi((step / every_steps.max(1)) as i32),
         }
     }
 }

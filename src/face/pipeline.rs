@@ -11,7 +11,7 @@ use super::{Detection, Rect};
 use crate::data::{FACE_PIXELS, FACE_SIDE, NUM_CLASSES};
 use crate::engine::parallel::on_pool;
 use crate::engine::Network;
-use crate::train::{predict_faces, Tta};
+use crate::inference::{predict_faces, Tta};
 use crate::{FerError, Result};
 
 /// Faces classified per frame, the best-scored first.

@@ -4,11 +4,11 @@
 //! f16, which halves the download at no measurable accuracy cost, or as 8-bit integers, which
 //! quarters it; they are f32 in memory.
 
-use std::collections::HashMap;
-
 use half::f16;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
+use super::metadata::ModelMetadata;
+use crate::data::{FACE_SIDE, NUM_CLASSES};
 use crate::engine::int8::quantise_rows;
 use crate::engine::{ModelSpec, Network, Tensor};
 use crate::{FerError, Result};
@@ -56,7 +56,7 @@ pub struct LoadedModel {
     /// was 16-bit).
     pub stored: StoredDtype,
     /// The file's metadata besides `format` and `spec` (e.g. how the model was trained).
-    pub metadata: HashMap<String, String>,
+    pub metadata: ModelMetadata,
 }
 
 /// Tensors whose names start with this are not part of the model (a training checkpoint's
@@ -65,17 +65,12 @@ pub const EXTRA_PREFIX: &str = "optimizer.";
 
 /// Serialises the network's tensors and architecture; `metadata` is stored alongside (keys
 /// `format` and `spec` are reserved).
-pub fn save_model(network: &Network, dtype: StoredDtype, metadata: &HashMap<String, String>) -> Result<Vec<u8>> {
+pub fn save_model(network: &Network, dtype: StoredDtype, metadata: &ModelMetadata) -> Result<Vec<u8>> {
     save_with_extras(network, dtype, metadata, &[])
 }
 
 /// [`save_model`] plus extra tensors named `optimizer.*`, always stored as f32.
-pub fn save_with_extras(
-    network: &Network,
-    dtype: StoredDtype,
-    metadata: &HashMap<String, String>,
-    extras: &[(String, &Tensor)],
-) -> Result<Vec<u8>> {
+pub fn save_with_extras(network: &Network, dtype: StoredDtype, metadata: &ModelMetadata, extras: &[(String, &Tensor)]) -> Result<Vec<u8>> {
     let model_tensors = network.named_tensors().into_iter().map(|(name, t)| (name, t, dtype));
     let extra_tensors = extras.iter().map(|(name, t)| (name.clone(), *t, StoredDtype::F32));
     let encoded: Vec<(String, Vec<usize>, Vec<u8>, Dtype)> = model_tensors
@@ -102,11 +97,17 @@ pub fn save_with_extras(
         .iter()
         .map(|(name, shape, bytes, dtype)| Ok((name.as_str(), TensorView::new(*dtype, shape.clone(), bytes).map_err(model_error)?)))
         .collect::<Result<Vec<_>>>()?;
-    let mut header = metadata.clone();
+    let mut header = metadata.to_map();
     header.insert("format".into(), FORMAT.into());
     header.insert("spec".into(), serde_json::to_string(network.spec()).map_err(|e| FerError::Model(e.to_string()))?);
     // Without its `std` feature (which does not build for wasm) safetensors uses hashbrown's map.
     safetensors::tensor::serialize(views, Some(header.into_iter().collect())).map_err(model_error)
+}
+
+/// `network` with its weights as `dtype` stores them, so that what is measured on it is what
+/// the file gives (f16 or int8 rounding moves a few faces).
+pub fn as_stored(network: &Network, dtype: StoredDtype) -> Result<Network> {
+    Ok(load_model(&save_model(network, dtype, &ModelMetadata::default())?)?.network)
 }
 
 /// Reads a model file: checks the format tag, rebuilds the architecture from the metadata and
@@ -119,7 +120,7 @@ pub fn load_model(bytes: &[u8]) -> Result<LoadedModel> {
 pub fn load_with_extras(bytes: &[u8]) -> Result<(LoadedModel, Vec<(String, Tensor)>)> {
     let (_, header) = SafeTensors::read_metadata(bytes)
         .map_err(|e| FerError::Model(format!("not a readable safetensors model file: damaged, truncated or another kind of file ({e})")))?;
-    let mut metadata: HashMap<String, String> = header.metadata().clone().unwrap_or_default().into_iter().collect();
+    let mut metadata = header.metadata().clone().unwrap_or_default();
     match metadata.remove("format") {
         Some(format) if format == FORMAT => {}
         Some(other) => return Err(FerError::Model(format!("model format '{other}' is not supported (expected '{FORMAT}')"))),
@@ -128,6 +129,7 @@ pub fn load_with_extras(bytes: &[u8]) -> Result<(LoadedModel, Vec<(String, Tenso
     let spec_json = metadata.remove("spec").ok_or_else(|| FerError::Model("model file has no 'spec' (architecture) metadata".into()))?;
     let spec: ModelSpec =
         serde_json::from_str(&spec_json).map_err(|e| FerError::Model(format!("the architecture in the file is invalid: {e}")))?;
+    check_reads_faces(&spec)?;
     let tensors = SafeTensors::deserialize(bytes).map_err(|e| FerError::Model(format!("the model file is damaged or truncated ({e})")))?;
 
     let mut network = Network::new(spec, 0)?;
@@ -169,7 +171,27 @@ pub fn load_with_extras(bytes: &[u8]) -> Result<(LoadedModel, Vec<(String, Tenso
         let tensor = Tensor::from_shape_vec(ndarray::IxDyn(view.shape()), values).map_err(|e| FerError::Model(e.to_string()))?;
         extras.push((name.to_string(), tensor));
     }
+    let metadata = ModelMetadata::from_map(metadata.into_iter().collect());
     Ok((LoadedModel { network, stored, metadata }, extras))
+}
+
+/// Every model here reads one 48x48 grey face and scores the seven expressions: a file made
+/// for other inputs or classes would load, then fail on the first face it is given.
+fn check_reads_faces(spec: &ModelSpec) -> Result<()> {
+    let face = [1, FACE_SIDE, FACE_SIDE];
+    if spec.input != face {
+        return Err(FerError::Model(format!(
+            "the model '{}' reads inputs of shape {:?} (channels, height, width); faces here are one 48x48 grey image, {face:?}",
+            spec.name, spec.input
+        )));
+    }
+    if spec.classes != NUM_CLASSES {
+        return Err(FerError::Model(format!(
+            "the model '{}' scores {} classes; the expressions here are {NUM_CLASSES} (FER2013's)",
+            spec.name, spec.classes
+        )));
+    }
+    Ok(())
 }
 
 fn decode(name: &str, view: &TensorView) -> Result<Vec<f32>> {

@@ -1,13 +1,16 @@
-//! Model presets (architectures as data) and the model file format.
+//! Model presets (architectures as data), the model file format and its metadata, and the
+//! ways to make one model from others (grow, merge, average).
 
 pub mod average;
 pub mod file;
 pub mod grow;
 pub mod merge;
+pub mod metadata;
 pub mod presets;
 
 pub use average::average;
-pub use file::{load_model, save_model, LoadedModel, StoredDtype};
+pub use file::{as_stored, load_model, save_model, LoadedModel, StoredDtype};
 pub use grow::deepen;
 pub use merge::merge;
+pub use metadata::ModelMetadata;
 pub use presets::{preset, PRESETS};

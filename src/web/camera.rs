@@ -123,19 +123,44 @@ impl Camera {
 struct CameraLayout {
     max_faces: usize,
     face_fields: usize,
+    /// Where each field of a face's record is, in `f32`s from its start.
+    face_field: FaceFieldOffsets,
     crop_side: usize,
     classes: usize,
     timing_fields: usize,
 }
 
-/// `{ maxFaces, faceFields, cropSide, classes, timingFields }`: faces a frame reports at most,
-/// `f32`s per face in `faces()`, the crops' side in pixels, probabilities per face in
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FaceFieldOffsets {
+    score: usize,
+    crop_left: usize,
+    crop_top: usize,
+    crop_side: usize,
+}
+
+/// Offset of a field of [`FoundFace`] in `f32`s.
+macro_rules! f32_offset {
+    ($($path:tt)+) => {
+        std::mem::offset_of!(FoundFace, $($path)+) / std::mem::size_of::<f32>()
+    };
+}
+
+/// `{ maxFaces, faceFields, faceField: { score, cropLeft, cropTop, cropSide }, cropSide,
+/// classes, timingFields }`: faces a frame reports at most, `f32`s per face in `faces()` and
+/// where in them each field is, the crops' side in pixels, probabilities per face in
 /// `probs()`, `f32`s in `timings()`.
 #[wasm_bindgen(js_name = cameraLayout)]
 pub fn camera_layout() -> Result<JsValue, JsError> {
     to_js(&CameraLayout {
         max_faces: MAX_FACES,
         face_fields: FACE_FIELDS,
+        face_field: FaceFieldOffsets {
+            score: f32_offset!(detection.score),
+            crop_left: f32_offset!(crop.left),
+            crop_top: f32_offset!(crop.top),
+            crop_side: f32_offset!(crop.width),
+        },
         crop_side: FACE_SIDE,
         classes: NUM_CLASSES,
         timing_fields: TIMING_FIELDS,

@@ -4,17 +4,16 @@
 //! JS objects (serde-wasm-bindgen) or typed arrays; every failure is a JS `Error` with a
 //! message for the user, never a panic.
 
-use std::collections::HashMap;
-
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
-use crate::data::input::face_to_input;
+use crate::data::input::{face_to_input, AugmentConfig};
 use crate::data::{Dataset, Fer2013Parser, ParseReport, Usage, FACE_PIXELS, NUM_CLASSES};
 use crate::engine::network::batch_tensor;
-use crate::engine::{LayerSpec, ModelSpec, Network};
-use crate::models::{load_model, preset, save_model, StoredDtype, PRESETS};
-use crate::train::{evaluate, predict_faces, TrainConfig, Tta};
+use crate::engine::{LayerSpec, ModelSpec, Network, OptimizerKind};
+use crate::inference::{evaluate, predict_faces, Tta};
+use crate::models::{load_model, preset, save_model, ModelMetadata, StoredDtype};
+use crate::train::{presets_with_recipes, PresetInfo, Schedule, TrainConfig};
 use crate::FerError;
 
 mod camera;
@@ -38,21 +37,39 @@ pub fn version() -> String {
     crate::version().to_string()
 }
 
-/// The preset names and descriptions: `[[name, description], ...]`.
-#[wasm_bindgen]
-pub fn presets() -> Result<JsValue, JsError> {
-    to_js(&PRESETS)
+/// What the page's training form offers, all of it from Rust.
+#[derive(Serialize)]
+struct TrainingOptions {
+    /// `[{ name, description, recipe: { limit, config, tta } }]`, in menu order.
+    presets: Vec<PresetInfo>,
+    /// The optimiser each tag of `TrainConfig.optimizer.type` stands for, with its constants.
+    optimizers: [OptimizerKind; 3],
+    /// The schedule each tag of `TrainConfig.schedule.type` stands for.
+    schedules: [Schedule; 2],
+    /// The augmentation `TrainConfig.augment` holds when switched on.
+    augment: AugmentConfig,
+    /// The defaults of every option a recipe leaves alone.
+    defaults: TrainConfig,
 }
 
-/// The default training options, as a plain object to edit and pass to `new Training`.
-#[wasm_bindgen(js_name = defaultTrainConfig)]
-pub fn default_train_config() -> Result<JsValue, JsError> {
-    to_js(&TrainConfig::default())
+/// `{ presets, optimizers, schedules, augment, defaults }`: the presets with their suggested recipes and
+/// the values the training form's choices stand for; the form edits a recipe's `config` and
+/// passes it to `new Training`.
+#[wasm_bindgen(js_name = trainingOptions)]
+pub fn training_options() -> Result<JsValue, JsError> {
+    to_js(&TrainingOptions {
+        presets: presets_with_recipes(),
+        optimizers: [OptimizerKind::adam(), OptimizerKind::adamw(), OptimizerKind::sgd_nesterov()],
+        schedules: [Schedule::Constant, Schedule::Cosine { warmup_epochs: 1 }],
+        augment: AugmentConfig::default(),
+        defaults: TrainConfig::default(),
+    })
 }
 
 pub(crate) fn to_js<T: Serialize + ?Sized>(value: &T) -> Result<JsValue, JsError> {
-    // Maps as plain objects, so JS reads `report.per_usage` rather than a `Map`.
-    let serializer = serde_wasm_bindgen::Serializer::new().serialize_maps_as_objects(true);
+    // Maps as plain objects, so JS reads `report.per_usage` rather than a `Map`; `None` as
+    // `null`, so a recipe's `augment: null` is there to read and send back.
+    let serializer = serde_wasm_bindgen::Serializer::new().serialize_maps_as_objects(true).serialize_missing_as_null(true);
     value.serialize(&serializer).map_err(|e| JsError::new(&e.to_string()))
 }
 
@@ -131,7 +148,7 @@ impl FaceDataset {
         to_js(&self.report)
     }
 
-    fn check_row(&self, row: usize) -> Result<(), JsError> {
+    pub(crate) fn check_row(&self, row: usize) -> Result<(), JsError> {
         if row >= self.data.len() {
             return Err(JsError::new(&format!("row {row} is past the end ({} rows)", self.data.len())));
         }
@@ -165,7 +182,7 @@ impl FaceDataset {
 #[wasm_bindgen]
 pub struct Model {
     pub(crate) network: Network,
-    metadata: HashMap<String, String>,
+    metadata: ModelMetadata,
     stored: StoredDtype,
 }
 
@@ -174,7 +191,7 @@ struct ModelDescription<'a> {
     spec: &'a ModelSpec,
     parameters: usize,
     macs: usize,
-    metadata: &'a HashMap<String, String>,
+    metadata: &'a ModelMetadata,
 }
 
 #[derive(Serialize)]
@@ -196,7 +213,7 @@ impl Model {
     #[wasm_bindgen(js_name = fromPreset)]
     pub fn from_preset(name: &str, seed: u64) -> Result<Model, JsError> {
         let network = Network::new(preset(name).map_err(js_error)?, seed).map_err(js_error)?;
-        Ok(Model { network, metadata: HashMap::new(), stored: StoredDtype::F32 })
+        Ok(Model { network, metadata: ModelMetadata::default(), stored: StoredDtype::F32 })
     }
 
     /// Loads a `.safetensors` model file; the error says why a file does not load.
@@ -207,9 +224,9 @@ impl Model {
     }
 
     /// The model as a `.safetensors` file with `precision` weights: `f32` (exact), `f16` (half
-    /// the size) or `int8` (a quarter; the batch-norm statistics are not re-measured after
-    /// rounding, as `fer recalibrate --int8` does with the training faces, which this model
-    /// may not have).
+    /// the size) or `int8` (a quarter). Without training faces at hand the batch-norm
+    /// statistics stay as they are; a model trained in the tab is exported by its `Training`,
+    /// which re-measures them after rounding.
     #[wasm_bindgen(js_name = toBytes)]
     pub fn to_bytes(&self, precision: &str) -> Result<Vec<u8>, JsError> {
         let dtype = StoredDtype::from_name(precision).map_err(js_error)?;
@@ -308,6 +325,25 @@ pub(crate) fn first_conv_filters(network: &Network) -> Result<JsValue, JsError> 
 pub(crate) fn parse_tta(name: &str) -> Result<Tta, JsError> {
     serde_json::from_value(serde_json::Value::String(name.to_string()))
         .map_err(|_| JsError::new(&format!("test-time augmentation '{name}' is not none, flip or flip_shift")))
+}
+
+/// The side of the square faces every model reads, in pixels.
+#[wasm_bindgen(js_name = faceSide)]
+pub fn face_side() -> usize {
+    crate::data::FACE_SIDE
+}
+
+/// The index of the largest value (the first of equals): a face's most likely class.
+#[wasm_bindgen]
+pub fn argmax(values: &[f32]) -> usize {
+    crate::inference::argmax(ndarray::ArrayView1::from(values))
+}
+
+/// Probabilities from logits (the inside view's last layer).
+#[wasm_bindgen]
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let logits = ndarray::ArrayView2::from_shape((1, logits.len()), logits).expect("one row");
+    crate::engine::loss::softmax(logits).into_raw_vec_and_offset().0
 }
 
 /// Classes the models output, for the page's labels.

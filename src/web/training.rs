@@ -1,162 +1,100 @@
-//! Training from JS: the worker creates a [`Training`] and calls `trainSteps` in small slices,
-//! so it can report progress and honour pause and stop between them.
+//! Training from JS: a thin handle over the library's [`TrainingRun`]. The training worker
+//! calls `trainSlice` for a few steps at a time (so it can report, pause and stop between
+//! calls), `endEpoch` when a slice ends an epoch, and `export` for the finished model.
 
-use std::collections::HashMap;
-
-use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
 use super::{first_conv_filters, inspect_network, js_error, parse_tta, parse_usage, to_js, FaceDataset, Model};
-use crate::data::input::AugmentConfig;
-use crate::data::Usage;
-use crate::models::{save_model, StoredDtype};
-use crate::train::{evaluate, predict_faces, TrainConfig, Trainer, Tta};
+use crate::data::FACE_PIXELS;
+use crate::inference::{predict_faces, Tta};
+use crate::models::StoredDtype;
+use crate::train::{TrainConfig, TrainingRun};
 
 /// Training in progress: owns the model being trained.
 #[wasm_bindgen]
 pub struct Training {
-    trainer: Trainer,
-    /// Results to store with the model (`train_rows`, `publictest_accuracy`, ...), as the CLI does.
-    results: HashMap<String, String>,
-}
-
-#[derive(Serialize)]
-struct StepsReport {
-    loss: f32,
-    correct: usize,
-    samples: usize,
-    lr: f32,
-    /// Epochs completed after these steps.
-    epoch: usize,
-    epoch_finished: bool,
-    finished: bool,
+    run: TrainingRun,
 }
 
 #[wasm_bindgen]
 impl Training {
     /// Trains `model` (consumed) on the first `limit` Training rows of `data` (all when
-    /// `limit` is undefined) with `config` (see `defaultTrainConfig()`).
+    /// `limit` is undefined) with `config` (a recipe's `config` from `trainingOptions()`),
+    /// evaluating PublicTest after each epoch over the views `tta` (`none`, `flip`, `flip_shift`).
     #[wasm_bindgen(constructor)]
-    pub fn new(model: Model, data: &FaceDataset, config: JsValue, limit: Option<usize>) -> Result<Training, JsError> {
+    pub fn new(model: Model, data: &FaceDataset, config: JsValue, limit: Option<usize>, tta: &str) -> Result<Training, JsError> {
         let config: TrainConfig =
             serde_wasm_bindgen::from_value(config).map_err(|e| JsError::new(&format!("invalid training options: {e}")))?;
-        let mut rows = data.data.indices_of(Usage::Training);
-        if let Some(limit) = limit {
-            rows.truncate(limit);
-        }
-        let results = HashMap::from([("train_rows".to_string(), rows.len().to_string())]);
-        let trainer = Trainer::new(model.network, config, &data.data, rows).map_err(js_error)?;
-        Ok(Training { trainer, results })
+        let run = TrainingRun::new(model.network, config, &data.data, limit, parse_tta(tta)?).map_err(js_error)?;
+        Ok(Training { run })
     }
 
-    /// Up to `steps` batches, stopping early at the end of an epoch so the caller can evaluate.
-    /// Returns `{ loss, correct, samples, lr, epoch, epoch_finished, finished }` over those steps.
-    #[wasm_bindgen(js_name = trainSteps)]
-    pub fn train_steps(&mut self, data: &FaceDataset, steps: u32) -> Result<JsValue, JsError> {
-        let (mut loss_sum, mut correct, mut samples, mut lr, mut epoch_finished) = (0.0f32, 0, 0, 0.0, false);
-        for _ in 0..steps {
-            if self.trainer.is_finished() {
-                break;
-            }
-            let step = self.trainer.train_step(&data.data);
-            loss_sum += step.loss * step.samples as f32;
-            correct += step.correct;
-            samples += step.samples;
-            lr = step.lr;
-            if step.epoch_finished {
-                epoch_finished = true;
-                break;
-            }
-        }
-        to_js(&StepsReport {
-            loss: loss_sum / samples.max(1) as f32,
-            correct,
-            samples,
-            lr,
-            epoch: self.trainer.epoch(),
-            epoch_finished,
-            finished: self.trainer.is_finished(),
-        })
+    /// Up to `steps` optimiser steps, stopping early at the end of an epoch (then call
+    /// `endEpoch`): `{ loss, correct, samples, steps, lr, epochs_completed, epochs_trained,
+    /// epoch_finished, finished }` over those steps.
+    #[wasm_bindgen(js_name = trainSlice)]
+    pub fn train_slice(&mut self, data: &FaceDataset, steps: u32) -> Result<JsValue, JsError> {
+        to_js(&self.run.train_slice(&data.data, steps as usize))
     }
 
-    #[wasm_bindgen(js_name = stepsPerEpoch)]
-    pub fn steps_per_epoch(&self) -> usize {
-        self.trainer.steps_per_epoch()
+    /// The end of an epoch (or of a run stopped mid-epoch): batch-norm statistics re-measured,
+    /// PublicTest evaluated. `{ epoch, train: { loss, accuracy, samples }, recalibrated_on,
+    /// public_test }`.
+    #[wasm_bindgen(js_name = endEpoch)]
+    pub fn end_epoch(&mut self, data: &FaceDataset) -> Result<JsValue, JsError> {
+        to_js(&self.run.end_epoch(&data.data))
     }
 
-    pub fn epoch(&self) -> usize {
-        self.trainer.epoch()
+    /// Faces `endEpoch` passes forward, to say how long it takes.
+    #[wasm_bindgen(js_name = epochEndFaces)]
+    pub fn epoch_end_faces(&self) -> usize {
+        self.run.epoch_end_faces()
     }
 
-    /// Training faces [`Training::recalibrate`] measures: 0 when the model has no batch-norm
-    /// layers (nothing to do).
-    #[wasm_bindgen(js_name = recalibrationFaces)]
-    pub fn recalibration_faces(&self) -> usize {
-        self.trainer.recalibration_faces()
+    #[wasm_bindgen(getter, js_name = trainRows)]
+    pub fn train_rows(&self) -> usize {
+        self.run.train_rows().len()
     }
 
-    /// Re-measures the batch-norm statistics on un-augmented training faces ("precise
-    /// batch-norm"); the worker calls it after every epoch, before evaluating.
-    pub fn recalibrate(&mut self, data: &FaceDataset) {
-        self.trainer.recalibrate_batch_norm(&data.data);
+    #[wasm_bindgen(js_name = epochsCompleted)]
+    pub fn epochs_completed(&self) -> usize {
+        self.run.epochs_completed()
     }
 
-    /// Accuracy, per-class accuracy and confusion matrix of the current model on the rows of
-    /// one Usage, over the test-time views `tta` (`none`, `flip` or `flip_shift`); the
-    /// accuracy is also stored with the model (`publictest_accuracy`, ...).
-    pub fn evaluate(&mut self, data: &FaceDataset, usage: &str, tta: &str) -> Result<JsValue, JsError> {
-        let usage = parse_usage(usage)?;
-        let tta = parse_tta(tta)?;
-        let rows = data.data.indices_of(usage);
-        if rows.is_empty() {
-            return Err(JsError::new(&format!("the data has no {} rows", usage.name())));
-        }
-        let evaluation = evaluate(&mut self.trainer.network, &data.data, &rows, tta);
-        self.results.insert(format!("{}_accuracy", usage.name().to_lowercase()), format!("{:.4}", evaluation.accuracy));
-        to_js(&evaluation)
+    /// Accuracy, per-class accuracy and confusion matrix of the current weights on the rows of
+    /// one Usage (`null` when the data has none); recorded in the model's metadata.
+    pub fn evaluate(&mut self, data: &FaceDataset, usage: &str) -> Result<JsValue, JsError> {
+        to_js(&self.run.evaluate(&data.data, parse_usage(usage)?))
     }
 
     /// Each layer's output for one 48x48 face, as `Model.inspect` gives it.
     pub fn inspect(&mut self, face_u8: &[u8]) -> Result<JsValue, JsError> {
-        inspect_network(&mut self.trainer.network, face_u8)
+        inspect_network(self.run.network_mut(), face_u8)
     }
 
     /// The first convolution's filters, as `Model.filters` gives them.
     pub fn filters(&self) -> Result<JsValue, JsError> {
-        first_conv_filters(&self.trainer.network)
+        first_conv_filters(self.run.network())
     }
 
     /// Probabilities (`rows.length × 7`) of the current model for the given dataset rows.
     pub fn predict(&mut self, data: &FaceDataset, rows: &[u32]) -> Result<Vec<f32>, JsError> {
-        let mut faces = Vec::with_capacity(rows.len() * crate::data::FACE_PIXELS);
+        let mut faces = Vec::with_capacity(rows.len() * FACE_PIXELS);
         for &row in rows {
-            let row = row as usize;
-            if row >= data.data.len() {
-                return Err(JsError::new(&format!("row {row} is past the end ({} rows)", data.data.len())));
-            }
-            faces.extend_from_slice(data.data.face(row));
+            data.check_row(row as usize)?;
+            faces.extend_from_slice(data.data.face(row as usize));
         }
         if faces.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(predict_faces(&mut self.trainer.network, &faces, Tta::None).into_raw_vec_and_offset().0)
+        Ok(predict_faces(self.run.network_mut(), &faces, Tta::None).into_raw_vec_and_offset().0)
     }
 
-    /// The model as trained so far, as a `.safetensors` file (load it with `Model.fromBytes`),
-    /// with the training options and the latest evaluations in its metadata.
-    #[wasm_bindgen(js_name = modelBytes)]
-    pub fn model_bytes(&self, half: bool) -> Result<Vec<u8>, JsError> {
-        let dtype = if half { StoredDtype::F16 } else { StoredDtype::F32 };
-        let mut metadata = self.results.clone();
-        metadata.insert("training".to_string(), serde_json::to_string(self.trainer.config()).map_err(|e| JsError::new(&e.to_string()))?);
-        metadata.insert("epochs_completed".to_string(), self.trainer.epoch().to_string());
-        save_model(&self.trainer.network, dtype, &metadata).map_err(js_error)
+    /// The model as trained so far, as a `.safetensors` file with `precision` weights (`f32`,
+    /// `f16` or `int8`, the batch-norm statistics re-measured after rounding to int8), exactly
+    /// as `fer train` writes it; load it with `Model.fromBytes`.
+    pub fn export(&self, data: &FaceDataset, precision: &str) -> Result<Vec<u8>, JsError> {
+        let dtype = StoredDtype::from_name(precision).map_err(js_error)?;
+        Ok(self.run.export(&data.data, dtype).map_err(js_error)?.bytes)
     }
-}
-
-/// The augmentation the page switches on with its checkbox (random shifts, rotations, zoom,
-/// flips and erasing), as a plain object for `TrainConfig.augment`.
-#[wasm_bindgen(js_name = defaultAugmentConfig)]
-pub fn default_augment_config() -> Result<JsValue, JsError> {
-    to_js(&AugmentConfig::default())
 }

@@ -6,8 +6,9 @@
 
 use fer_cnn::data::{Fer2013Parser, Parsed, FACE_PIXELS, FACE_SIDE};
 use fer_cnn::engine::{Network, OptimizerKind};
+use fer_cnn::inference::{predict_faces, Tta};
 use fer_cnn::models::{load_model, preset, save_model, StoredDtype};
-use fer_cnn::train::{predict_faces, TrainConfig, Trainer, Tta};
+use fer_cnn::train::{TrainConfig, Trainer};
 
 /// A tiny deterministic generator, so the data is the same on every platform.
 pub struct Lcg(pub u64);

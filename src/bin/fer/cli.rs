@@ -1,7 +1,6 @@
 //! The command line: argument parsing and printing around the library's training and
 //! evaluation functions.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -13,8 +12,11 @@ use fer_cnn::data::input::AugmentConfig;
 use fer_cnn::data::{read_fer2013_path, Dataset, Parsed, Usage, EMOTIONS};
 use fer_cnn::engine::parallel::on_pool;
 use fer_cnn::engine::{Network, OptimizerKind};
-use fer_cnn::models::{average, deepen, load_model, merge, preset, save_model, LoadedModel, StoredDtype, PRESETS};
-use fer_cnn::train::{evaluate, predict_faces, recalibrate_batch_norm, Schedule, Teacher, TrainConfig, Trainer, Tta};
+use fer_cnn::inference::{evaluate, predict_faces, Tta};
+use fer_cnn::models::{
+    as_stored, average, deepen, load_model, merge, preset, save_model, LoadedModel, ModelMetadata, StoredDtype, PRESETS,
+};
+use fer_cnn::train::{recalibrate_batch_norm, training_rows, Schedule, Teacher, TrainConfig, Trainer, TrainingRun};
 use fer_cnn::{FerError, Result};
 
 #[derive(Parser)]
@@ -290,11 +292,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 
 fn train(args: TrainArgs) -> Result<()> {
     let data = load_csv(&args.csv, false)?;
-    let mut train_rows = data.indices_of(Usage::Training);
-    if let Some(limit) = args.limit {
-        train_rows.truncate(limit);
-    }
-    let test_rows = data.indices_of(Usage::PublicTest);
+    let train_rows = training_rows(&data, args.limit);
     let config = TrainConfig {
         epochs: args.epochs,
         batch_size: args.batch,
@@ -316,15 +314,20 @@ fn train(args: TrainArgs) -> Result<()> {
         seed: args.seed,
         sam_rho: args.sam,
     };
+    let tta: Tta = args.tta.into();
     let teacher = match &args.teacher {
-        Some(path) => Some(measure_teacher(path, &data, &train_rows, args.teacher_tta.into(), args.distill)?),
+        Some(path) => {
+            let teacher = measure_teacher(path, &data, &train_rows, args.teacher_tta.into(), args.distill)?;
+            let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+            Some((teacher, format!("{name} ({:?} views, weight {})", Tta::from(args.teacher_tta), args.distill)))
+        }
         None => None,
     };
     let checkpoint_path = args.out.with_extension("ckpt");
-    let mut trainer = if args.resume && checkpoint_path.exists() {
-        let trainer = Trainer::resume(&read_file(&checkpoint_path)?, &data, train_rows.clone(), Some(args.epochs), teacher)?;
-        eprintln!("resumed {} after epoch {}", checkpoint_path.display(), trainer.epoch());
-        trainer
+    let mut run = if args.resume && checkpoint_path.exists() {
+        let run = TrainingRun::resume(&read_file(&checkpoint_path)?, &data, args.limit, tta, Some(args.epochs), teacher)?;
+        eprintln!("resumed {} after epoch {}", checkpoint_path.display(), run.epochs_completed());
+        run
     } else {
         let network = match (&args.init, &args.preset) {
             (Some(path), None) => load_model(&read_file(path)?)?.network,
@@ -340,80 +343,60 @@ fn train(args: TrainArgs) -> Result<()> {
             }
             (None, name) => Network::new(preset(name.as_deref().unwrap_or("seed"))?, args.seed)?,
         };
-        let trainer = Trainer::new(network, config, &data, train_rows.clone())?;
+        let run = TrainingRun::new(network, config, &data, args.limit, tta)?;
         match teacher {
-            Some(teacher) => trainer.distil_from(teacher)?,
-            None => trainer,
+            Some((teacher, description)) => run.distil_from(teacher, description)?,
+            None => run,
         }
     };
-    let spec = trainer.network.spec().clone();
     eprintln!(
         "training '{}' ({} parameters, {:.1} M multiply-adds per face) on {} faces, {} epochs",
-        spec.name,
-        trainer.network.parameter_count(),
-        trainer.network.macs() as f64 / 1e6,
-        train_rows.len(),
-        trainer.config().epochs
+        run.network().spec().name,
+        run.network().parameter_count(),
+        run.network().macs() as f64 / 1e6,
+        run.train_rows().len(),
+        run.config().epochs
     );
-    let tta: Tta = args.tta.into();
-    let mut history = Vec::new();
-    while !trainer.is_finished() {
-        let epoch = trainer.epoch() + 1;
-        let bar = ProgressBar::new(trainer.steps_per_epoch() as u64);
+    while !run.is_finished() {
+        let bar = ProgressBar::new(run.steps_per_epoch() as u64);
         bar.set_style(
             ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} {per_sec} ETA {eta} {msg}").expect("valid template"),
         );
-        bar.set_prefix(format!("{epoch}/{}", trainer.config().epochs));
+        bar.set_prefix(format!("{}/{}", run.epochs_completed() + 1, run.config().epochs));
         let started = Instant::now();
-        let (mut loss_sum, mut seen) = (0.0f32, 0usize);
-        let metrics = trainer.train_epoch(&data, |step| {
-            loss_sum += step.loss * step.samples as f32;
-            seen += step.samples;
-            bar.set_message(format!("loss {:.4} lr {:.2e}", loss_sum / seen as f32, step.lr));
+        loop {
+            let slice = run.train_slice(&data, 1);
+            bar.set_message(format!("loss {:.4} lr {:.2e}", slice.loss, slice.lr));
             bar.inc(1);
-        });
+            if slice.epoch_finished {
+                break;
+            }
+        }
         bar.finish_and_clear();
         let seconds = started.elapsed().as_secs_f32();
-        trainer.recalibrate_batch_norm(&data);
+        let report = run.end_epoch(&data);
         let mut line = format!(
-            "epoch {epoch}: loss {:.4}, train accuracy {:.2}%, {:.0} faces/s",
-            metrics.loss,
-            metrics.accuracy * 100.0,
-            metrics.samples as f32 / seconds
+            "epoch {}: loss {:.4}, train accuracy {:.2}%, {:.0} faces/s",
+            report.epoch,
+            report.train.loss,
+            report.train.accuracy * 100.0,
+            report.train.samples as f32 / seconds
         );
-        if !test_rows.is_empty() {
-            let test = evaluate(&mut trainer.network, &data, &test_rows, tta);
+        if let Some(test) = &report.public_test {
             line += &format!(", PublicTest accuracy {:.2}% (loss {:.4})", test.accuracy * 100.0, test.loss);
         }
         println!("{line}");
-        history.push(line);
-        write_file(&checkpoint_path, &trainer.checkpoint()?)?;
+        write_file(&checkpoint_path, &run.checkpoint()?)?;
     }
 
-    let dtype = args.precision.dtype();
-    let mut network = as_stored(&trainer.network, dtype)?;
-    if dtype == StoredDtype::Int8 && network.has_batch_norm() {
-        network = measured_as_int8(network, &data, &train_rows)?;
-    }
-    let train_eval = evaluate(&mut network, &data, &train_rows, Tta::None);
+    let mut export = run.export(&data, args.precision.dtype())?;
+    let train_eval = evaluate(&mut export.network, &data, run.train_rows(), Tta::None);
     println!("final: train accuracy {:.2}% (no augmentation, eval mode)", train_eval.accuracy * 100.0);
-    let mut metadata = HashMap::from([
-        ("training".to_string(), serde_json::to_string(trainer.config()).unwrap_or_default()),
-        ("train_rows".to_string(), train_rows.len().to_string()),
-        ("train_accuracy".to_string(), format!("{:.4}", train_eval.accuracy)),
-    ]);
-    if !test_rows.is_empty() {
-        let test = evaluate(&mut network, &data, &test_rows, tta);
+    if let Some(test) = &export.public_test {
         println!("final: PublicTest accuracy {:.2}% (weights as stored)", test.accuracy * 100.0);
-        metadata.insert("publictest_accuracy".into(), format!("{:.4}", test.accuracy));
     }
-    if let Some(path) = &args.teacher {
-        let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
-        metadata.insert("teacher".into(), format!("{name} ({:?} views, weight {})", Tta::from(args.teacher_tta), args.distill));
-    }
-    let bytes = save_model(&network, dtype, &metadata)?;
-    write_file(&args.out, &bytes)?;
-    eprintln!("saved {} ({} bytes)", args.out.display(), bytes.len());
+    write_file(&args.out, &export.bytes)?;
+    eprintln!("saved {} ({} bytes)", args.out.display(), export.bytes.len());
     Ok(())
 }
 
@@ -450,22 +433,17 @@ fn recalibrate(args: RecalibrateArgs) -> Result<()> {
     let publictest = |network: &mut Network| (!test_rows.is_empty()).then(|| evaluate(network, &data, &test_rows, Tta::None).accuracy);
     let before = publictest(&mut network);
     let dtype = args.precision.dtype();
-    let mut network = match dtype {
-        StoredDtype::Int8 => measured_as_int8(as_stored(&network, dtype)?, &data, &train_rows)?,
-        StoredDtype::F32 | StoredDtype::F16 => {
-            recalibrate_batch_norm(&mut network, &data, &train_rows);
-            as_stored(&network, dtype)?
-        }
-    };
+    // Rounded weights shift every channel: statistics measured with them absorb the shift.
+    let mut network = as_stored(&network, dtype)?;
+    recalibrate_batch_norm(&mut network, &data, &train_rows);
+    let mut network = as_stored(&network, dtype)?;
     let after = publictest(&mut network);
     eprintln!("batch-norm statistics measured on {} Training faces", train_rows.len());
-    // The stored accuracies were measured with the old statistics.
-    metadata.remove("train_accuracy");
-    metadata.remove("publictest_accuracy");
-    metadata.insert("batch_norm_recalibrated_on".into(), format!("{} Training rows", train_rows.len()));
+    metadata.forget_accuracies();
+    metadata.batch_norm_recalibrated_on = Some(train_rows.len());
     if let (Some(before), Some(after)) = (before, after) {
         println!("PublicTest accuracy {:.2}% before, {:.2}% after", before * 100.0, after * 100.0);
-        metadata.insert("publictest_accuracy".into(), format!("{after:.4}"));
+        metadata.publictest_accuracy = Some(after);
     }
     let bytes = save_model(&network, dtype, &metadata)?;
     write_file(&args.out, &bytes)?;
@@ -481,8 +459,11 @@ fn combine_models(args: &CombineArgs, verb: &str, combine: fn(&[Network]) -> Res
     }
     let models = args.models.iter().map(|path| Ok(load_model(&read_file(path)?)?.network)).collect::<Result<Vec<_>>>()?;
     let combined = combine(&models)?;
-    let names: Vec<String> = args.models.iter().map(|p| p.display().to_string()).collect();
-    let metadata = HashMap::from([(format!("{verb}d_from"), names.join(", "))]);
+    let names = args.models.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+    let metadata = match verb {
+        "merge" => ModelMetadata { merged_from: Some(names), ..ModelMetadata::default() },
+        _ => ModelMetadata { averaged_from: Some(names), ..ModelMetadata::default() },
+    };
     let bytes = save_model(&combined, args.precision.dtype(), &metadata)?;
     write_file(&args.out, &bytes)?;
     Ok((combined, bytes.len()))
@@ -507,22 +488,6 @@ fn average_models(args: CombineArgs) -> Result<()> {
         eprintln!("re-measure its batch-norm statistics: fer recalibrate --model {} --csv FER2013.csv --out ...", args.out.display());
     }
     Ok(())
-}
-
-/// `network` with its weights as `dtype` stores them, so that the accuracies written into a
-/// file are those of the file (f16 or int8 rounding moves a few faces).
-fn as_stored(network: &Network, dtype: StoredDtype) -> Result<Network> {
-    Ok(load_model(&save_model(network, dtype, &HashMap::new())?)?.network)
-}
-
-/// Re-measures the batch-norm statistics of a network whose weights were just rounded to int8,
-/// and rounds again (the weights are on the int8 grid already, so only the statistics change).
-/// Rounding shifts every channel's output a little; statistics measured with the rounded weights
-/// absorb the shift: on one `deeper` checkpoint this turned a 0.36-point loss in PublicTest
-/// accuracy into none (on the final stage-9 model 0.2 points remained).
-fn measured_as_int8(mut network: Network, data: &Dataset, rows: &[usize]) -> Result<Network> {
-    recalibrate_batch_norm(&mut network, data, rows);
-    as_stored(&network, StoredDtype::Int8)
 }
 
 fn default_model_path() -> PathBuf {
@@ -570,14 +535,14 @@ fn eval(args: EvalArgs) -> Result<()> {
 }
 
 /// A model file's network and metadata, or a preset's freshly initialised network.
-fn model_or_preset(model: &str) -> Result<(Network, HashMap<String, String>)> {
+fn model_or_preset(model: &str) -> Result<(Network, ModelMetadata)> {
     if Path::new(model).exists() {
         let loaded = load_model(&read_file(Path::new(model))?)?;
         Ok((loaded.network, loaded.metadata))
     } else {
         let spec = preset(model)
             .map_err(|_| FerError::Config(format!("'{model}' is neither a model file nor a preset (presets: {})", preset_names())))?;
-        Ok((Network::new(spec, 0)?, HashMap::new()))
+        Ok((Network::new(spec, 0)?, ModelMetadata::default()))
     }
 }
 
@@ -590,7 +555,7 @@ fn info(model: &str) -> Result<()> {
     }
     println!("parameters: {}", network.parameter_count());
     println!("multiply-adds per face: {}", network.macs());
-    let mut keys: Vec<_> = metadata.iter().collect();
+    let mut keys: Vec<_> = metadata.to_map().into_iter().collect();
     keys.sort();
     for (key, value) in keys {
         println!("{key}: {value}");

@@ -1,0 +1,114 @@
+//! Inference: class probabilities for faces, averaged over test-time views, and evaluation
+//! (accuracy, per-class accuracy, confusion matrix) over rows of a dataset. The camera, the
+//! CLI's `eval` and the end of every training epoch all come through here.
+
+use ndarray::{Array2, ArrayView1, Axis};
+use serde::{Deserialize, Serialize};
+
+use crate::data::input::{face_to_input, Warp};
+use crate::data::{Dataset, FACE_PIXELS, NUM_CLASSES};
+use crate::engine::network::batch_tensor;
+use crate::engine::parallel::map_sample_chunks;
+use crate::engine::Network;
+
+/// Test-time augmentation: average the probabilities over several views of each face.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tta {
+    /// The face as it is (1 forward pass).
+    None,
+    /// The face and its mirror image (2 passes).
+    Flip,
+    /// The face and its mirror, each also shifted 2 px up, down, left and right (10 passes).
+    FlipShift,
+}
+
+impl Tta {
+    fn warps(self) -> Vec<Warp> {
+        let flips: &[bool] = if self == Tta::None { &[false] } else { &[false, true] };
+        let shifts: &[(f32, f32)] =
+            if self == Tta::FlipShift { &[(0.0, 0.0), (2.0, 0.0), (-2.0, 0.0), (0.0, 2.0), (0.0, -2.0)] } else { &[(0.0, 0.0)] };
+        flips
+            .iter()
+            .flat_map(|&flip| shifts.iter().map(move |&(shift_x, shift_y)| Warp { shift_x, shift_y, flip, ..Warp::IDENTITY }))
+            .collect()
+    }
+
+    /// Forward passes per face.
+    pub fn views(self) -> usize {
+        self.warps().len()
+    }
+}
+
+/// The index of the largest value (the first of equals).
+pub fn argmax(values: ArrayView1<f32>) -> usize {
+    values.iter().enumerate().fold(0, |best, (i, &v)| if v > values[best] { i } else { best })
+}
+
+/// Class probabilities `[n, 7]` for faces laid end to end (`n × 2304` bytes), averaged over
+/// the test-time views.
+pub fn predict_faces(network: &mut Network, faces_u8: &[u8], tta: Tta) -> Array2<f32> {
+    let n = faces_u8.len() / FACE_PIXELS;
+    let warps = tta.warps();
+    let mut probs = Array2::<f32>::zeros((n, NUM_CLASSES));
+    for warp in &warps {
+        let mut inputs = vec![0.0f32; n * FACE_PIXELS];
+        map_sample_chunks(&mut inputs, FACE_PIXELS, |samples, out| {
+            for (j, i) in samples.enumerate() {
+                let face = &faces_u8[i * FACE_PIXELS..(i + 1) * FACE_PIXELS];
+                let out = &mut out[j * FACE_PIXELS..(j + 1) * FACE_PIXELS];
+                if *warp == Warp::IDENTITY {
+                    face_to_input(face, out);
+                } else {
+                    warp.apply(face, out);
+                }
+            }
+        });
+        probs += &network.predict(batch_tensor([1, 48, 48], inputs).expect("whole faces"));
+    }
+    probs / warps.len() as f32
+}
+
+/// Rows evaluated per forward pass: bounds memory (activations of the largest preset).
+const EVAL_BATCH: usize = 256;
+
+/// [`predict_faces`] over `rows` of `data`, [`EVAL_BATCH`] rows at a time: `visit` gets each
+/// chunk of rows and their probabilities.
+pub fn predict_rows(network: &mut Network, data: &Dataset, rows: &[usize], tta: Tta, mut visit: impl FnMut(&[usize], Array2<f32>)) {
+    for chunk in rows.chunks(EVAL_BATCH) {
+        let faces: Vec<u8> = chunk.iter().flat_map(|&r| data.face(r).iter().copied()).collect();
+        visit(chunk, predict_faces(network, &faces, tta));
+    }
+}
+
+/// Accuracy, per-class accuracy (recall) and the confusion matrix over a set of rows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub accuracy: f32,
+    pub n: usize,
+    pub per_class: [f32; NUM_CLASSES],
+    /// `confusion[true][predicted]`
+    pub confusion: [[usize; NUM_CLASSES]; NUM_CLASSES],
+    /// Mean cross-entropy of the true labels.
+    pub loss: f32,
+}
+
+pub fn evaluate(network: &mut Network, data: &Dataset, rows: &[usize], tta: Tta) -> Evaluation {
+    let mut confusion = [[0usize; NUM_CLASSES]; NUM_CLASSES];
+    let mut loss = 0.0f64;
+    predict_rows(network, data, rows, tta, |chunk, probs| {
+        for (&row, p) in chunk.iter().zip(probs.axis_iter(Axis(0))) {
+            let label = data.label(row) as usize;
+            confusion[label][argmax(p)] += 1;
+            loss -= (p[label].max(1e-30) as f64).ln();
+        }
+    });
+    let n: usize = confusion.iter().flatten().sum();
+    let correct: usize = (0..NUM_CLASSES).map(|k| confusion[k][k]).sum();
+    let mut per_class = [0.0; NUM_CLASSES];
+    for (k, acc) in per_class.iter_mut().enumerate() {
+        let total: usize = confusion[k].iter().sum();
+        *acc = if total > 0 { confusion[k][k] as f32 / total as f32 } else { 0.0 };
+    }
+    Evaluation { accuracy: correct as f32 / n.max(1) as f32, n, per_class, confusion, loss: (loss / rows.len().max(1) as f64) as f32 }
+}
