@@ -8,13 +8,18 @@
 // screenshots in tests/e2e/screenshots/.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import { withBrowser, openPage } from './harness.mjs';
 
 const SCREENSHOTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'screenshots');
+// The native CLI, which `cargo test --release` builds before these tests run.
+const FER = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../target/release/fer');
+const fer = (args) => execFileSync(FER, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 const ROWS = { Training: 280, PublicTest: 56, PrivateTest: 28 };
 const EMOTIONS = ['Angry', 'Disgust', 'Fear', 'Happy', 'Sad', 'Surprise', 'Neutral'];
 
@@ -89,6 +94,23 @@ test('drop FER2013, train seed for an epoch, keep the model across a reload', ()
   // Browse: twelve faces of each emotion.
   await page.waitForFunction(() => document.querySelectorAll('#browse-grid canvas').length === 7 * 12);
 
+  // Every preset fills the form with its own recipe, as Rust states it.
+  const presets = await page.evaluate(async () => (await import('./pkg/fer_cnn.js')).trainingOptions().presets);
+  assert.deepEqual(presets.map((p) => p.name), await page.$$eval('#train-preset option', (o) => o.map((e) => e.value)));
+  for (const { name, recipe } of presets) {
+    await page.selectOption('#train-preset', name);
+    const form = await page.$eval('#train-form', (f) => Object.fromEntries([...f.elements].filter((e) => e.name).map((e) => [e.name, e.type === 'checkbox' ? e.checked : e.value])));
+    const { config } = recipe;
+    assert.deepEqual(
+      [form.limit, form.epochs, form.batch_size, form.lr, form.optimizer, form.schedule, form.weight_decay, form.label_smoothing, form.augment, form.tta].map(String),
+      [Math.min(recipe.limit ?? ROWS.Training, ROWS.Training), config.epochs, config.batch_size, config.lr, config.optimizer.type, config.schedule.type,
+        config.weight_decay, config.label_smoothing, config.augment !== null, recipe.tta].map(String),
+      `the form shows ${name}'s recipe`,
+    );
+  }
+  const optimizerOf = (name) => presets.find((p) => p.name === name).recipe.config.optimizer.type;
+  assert.deepEqual(['seed', 'mlp', 'deep', 'deeper'].map(optimizerOf), ['adam', 'adam', 'sgd', 'sgd']);
+
   // Train one epoch of the paper's model on every Training face.
   await page.selectOption('#train-preset', 'seed');
   assert.equal(await page.inputValue('#train-form [name=limit]'), String(ROWS.Training));
@@ -122,6 +144,7 @@ test('drop FER2013, train seed for an epoch, keep the model across a reload', ()
   assert.equal(exact.name, 'fer-seed-trained.safetensors');
   const metadata = exact.header.__metadata__;
   assert.equal(JSON.parse(metadata.training).epochs, 1);
+  assert.equal(JSON.parse(metadata.training).augment, null, "seed's recipe does not augment");
   assert.equal(metadata.train_rows, String(ROWS.Training));
   assert.match(metadata.publictest_accuracy, /^0\.\d{4}$|^1\.0000$/);
 
@@ -141,6 +164,19 @@ test('drop FER2013, train seed for an epoch, keep the model across a reload', ()
     assert.ok(int8.header[`layers.${layer}.weight.scale`], `layer ${layer}'s scales`);
   }
   assert.ok(3 * int8.tensorBytes < exact.tensorBytes);
+
+  // The CLI trains the same run on the same file: its int8 file classifies every face the way
+  // the page's int8 download does.
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'fer-e2e-'));
+  const [csvPath, pagePath, cliPath] = ['fer2013.csv', 'page-int8.safetensors', 'cli-int8.safetensors'].map((f) => path.join(dir, f));
+  await fs.writeFile(csvPath, csv);
+  await fs.writeFile(pagePath, int8.bytes);
+  fer(['train', '--csv', csvPath, '--preset', 'seed', '--epochs', '1', '--tta', 'flip', '--int8', '--out', cliPath]);
+  const classified = (model) => JSON.parse(fer(['eval', '--model', model, '--csv', csvPath, '--json']));
+  const [byPage, byCli] = [classified(pagePath), classified(cliPath)];
+  assert.equal(byPage.n, good);
+  assert.deepEqual(byPage.confusion, byCli.confusion);
+  await fs.rm(dir, { recursive: true });
   await page.setInputFiles('#model-file', { name: 'seed-int8.safetensors', mimeType: 'application/octet-stream', buffer: int8.bytes });
   await page.waitForFunction(() => document.querySelector('#model-select').value === 'file');
   assert.match(await page.textContent('#model-info'), /^seed ·/);
@@ -150,6 +186,14 @@ test('drop FER2013, train seed for an epoch, keep the model across a reload', ()
   await page.setInputFiles('#model-file', { name: 'broken.safetensors', mimeType: 'application/octet-stream', buffer: exact.bytes.subarray(0, exact.bytes.length >> 1) });
   await page.waitForSelector('#keep-error:not([hidden])');
   assert.match(await page.textContent('#keep-error'), /"broken\.safetensors" is not a model this page can load: .+ Still using "Trained here: seed/);
+  assert.equal(await page.inputValue('#model-select'), 'trained');
+
+  // A model for other faces (2 pixels in, not 48x48) is refused naming the problem; the trained
+  // model stays in use and still classifies.
+  const otherSpec = { name: 'other', input: [1, 1, 2], layers: [{ type: 'flatten' }, { type: 'dense', units: 7 }], classes: 7 };
+  await page.setInputFiles('#model-file', { name: 'other.safetensors', mimeType: 'application/octet-stream', buffer: safetensors(otherSpec, { 'layers.1.weight': [7, 2], 'layers.1.bias': [7] }) });
+  await page.waitForFunction(() => /other\.safetensors/.test(document.querySelector('#keep-error').textContent));
+  assert.match(await page.textContent('#keep-error'), /reads inputs of shape \[1, 1, 2\].*48x48.* Still using "Trained here: seed/);
   assert.equal(await page.inputValue('#model-select'), 'trained');
 
   // Reload: the trained model comes back from IndexedDB, still the one in use.
@@ -162,6 +206,21 @@ test('drop FER2013, train seed for an epoch, keep the model across a reload', ()
 
   assert.deepEqual(errors, []);
 }));
+
+/** A safetensors model file of zero-valued F32 tensors (name → shape) with `spec` as its architecture. */
+function safetensors(spec, shapes) {
+  const header = { __metadata__: { format: 'fer-cnn/1', spec: JSON.stringify(spec) } };
+  let offset = 0;
+  for (const [name, shape] of Object.entries(shapes)) {
+    const bytes = 4 * shape.reduce((a, b) => a * b, 1);
+    header[name] = { dtype: 'F32', shape, data_offsets: [offset, offset + bytes] };
+    offset += bytes;
+  }
+  const json = Buffer.from(JSON.stringify(header));
+  const length = Buffer.alloc(8);
+  length.writeBigUInt64LE(BigInt(json.length));
+  return Buffer.concat([length, json, Buffer.alloc(offset)]);
+}
 
 /** Downloads the current model with `precision` weights: its file name, bytes, safetensors
  * header and the bytes of its tensors (after the header). */

@@ -8,14 +8,13 @@
 // pixels in; results are read through views too, and only the few numbers a frame yields
 // (boxes, 48x48 crops, probabilities, timings) go back to the page.
 //
-// Messages in (each with an `id`, answered by a reply with the same `id`):
-//   start {detectorManifest, detectorWeights}, model {bytes, int8 (classify in integer arithmetic)}, tta {tta},
-//   frame {bitmap, kind: 'video' | 'photo'} (the ImageBitmap is transferred and closed here).
-// Replies: {id, ok: true, ...result} or {id, ok: false, message}. A frame's result:
-//   {count, faces: Float32Array, crops: Uint8Array, probs: Float32Array, copyMs, findMs, cropMs,
-//   classifyMs, tta (the test-time augmentation it was classified with), int8 (whether in integer
-//   arithmetic)}.
+// Requests (worker-rpc.js): start {detectorManifest, detectorWeights}, model {bytes, int8
+// (classify in integer arithmetic)}, tta {tta}, frame {bitmap, kind: 'video' | 'photo'} (the
+// ImageBitmap is transferred and closed here). A frame's reply: {count, faces: Float32Array,
+// crops: Uint8Array, probs: Float32Array, copyMs, findMs, cropMs, classifyMs, tta (the
+// test-time augmentation it was classified with), int8 (whether in integer arithmetic)}.
 import { loadEngine } from './engine.js';
+import { serve } from './worker-rpc.js';
 
 const engine = loadEngine('The camera');
 let camera = null;
@@ -115,11 +114,4 @@ const handlers = {
   },
 };
 
-self.onmessage = async ({ data: { id, type, ...message } }) => {
-  try {
-    const result = await handlers[type](message);
-    self.postMessage({ id, ok: true, ...result });
-  } catch (error) {
-    self.postMessage({ id, ok: false, message: error?.message ?? String(error) });
-  }
-};
+serve(handlers);

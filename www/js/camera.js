@@ -5,6 +5,8 @@
 // The wasm work happens in camera-worker.js: each frame goes there as a transferred
 // ImageBitmap, one frame at a time (a frame that arrives while the worker is busy is skipped,
 // so what is drawn is never more than one frame behind), and the faces come back.
+import { argmax } from '../pkg/fer_cnn.js';
+import { WorkerClient } from './worker-rpc.js';
 
 const STATE_MESSAGES = {
   off: 'Camera off. Start it, or drop a photo here, to see what the model sees.',
@@ -25,34 +27,6 @@ const STATE_MESSAGES = {
 // 50-megapixel photo does not need 200 MB of wasm memory.
 const MAX_PHOTO_SIDE = 1280;
 const FACE_COLOURS = ['#3a6df0', '#e0692f', '#2fa36b', '#b23ad0'];
-
-/** The camera worker, as promises: `request(type, message, transfer)` resolves to its reply. */
-class CameraWorker {
-  constructor() {
-    this.worker = new Worker(new URL('./camera-worker.js', import.meta.url), { type: 'module' });
-    this.pending = new Map();
-    this.nextId = 0;
-    this.worker.onmessage = ({ data: { id, ok, message, ...result } }) => {
-      const { resolve, reject } = this.pending.get(id);
-      this.pending.delete(id);
-      if (ok) resolve(result);
-      else reject(new Error(message));
-    };
-    this.worker.onerror = (event) => {
-      const error = new Error(`the camera worker stopped: ${event.message ?? 'it did not load'}`);
-      for (const { reject } of this.pending.values()) reject(error);
-      this.pending.clear();
-    };
-  }
-
-  request(type, message = {}, transfer = []) {
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this.worker.postMessage({ id, type, ...message }, transfer);
-    });
-  }
-}
 
 function describeError(error) {
   switch (error?.name) {
@@ -140,7 +114,7 @@ async function runCamera({ section, registry }) {
     fetch('vendor/face-detector/tiny_face_detector_model-weights_manifest.json').then((r) => r.ok ? r.text() : Promise.reject(new Error(`the face detector's manifest is missing (HTTP ${r.status}); run ./build.sh wasm`))),
     fetch('vendor/face-detector/tiny_face_detector_model.bin').then((r) => r.ok ? r.arrayBuffer() : Promise.reject(new Error(`the face detector's weights are missing (HTTP ${r.status}); run ./build.sh wasm`))),
   ]);
-  const worker = new CameraWorker();
+  const worker = new WorkerClient(new URL('./camera-worker.js', import.meta.url));
   const { threads, layout, emotions } = await worker.request('start', { detectorManifest, detectorWeights }, [detectorWeights]);
   // Sent as exact f32 weights; a model stored in 8 bits (the default one) is classified in
   // integer arithmetic, which its weights lose nothing to (see engine::int8 in the Rust code).
@@ -219,15 +193,16 @@ async function runCamera({ section, registry }) {
         cards[i].root.hidden = true;
         continue;
       }
-      // Draw the square the model sees (fields 5–8), not the detector's raw box.
-      const [left, top, side] = [faces[i * faceFields + 5], faces[i * faceFields + 6], faces[i * faceFields + 7]];
+      // Draw the square the model sees, not the detector's raw box.
+      const record = faces.subarray(i * faceFields, (i + 1) * faceFields);
+      const [left, top, side] = [record[layout.faceField.cropLeft], record[layout.faceField.cropTop], record[layout.faceField.cropSide]];
       box.style.left = `${(100 * left) / width}%`;
       box.style.top = `${(100 * top) / height}%`;
       box.style.width = `${(100 * side) / width}%`;
       box.style.height = `${(100 * side) / height}%`;
       const probs = allProbs.subarray(i * classes, (i + 1) * classes);
       cards[i].show(i, crops.subarray(i * cropPixels, (i + 1) * cropPixels), probs, emotions);
-      const best = probs.indexOf(Math.max(...probs));
+      const best = argmax(probs);
       box.firstChild.textContent = `${i + 1} · ${emotions[best]}`;
       box.hidden = false;
     }

@@ -2,23 +2,26 @@
 // filters and activation maps. Everything is drawn at its natural pixel size and scaled by
 // CSS (`image-rendering: pixelated`), so a 48x48 face costs one 48x48 putImageData.
 
-export const FACE_SIDE = 48;
-export const FACE_PIXELS = FACE_SIDE * FACE_SIDE;
+// The face size and the arithmetic come from the wasm module (initialised by app.js first).
+import { argmax, faceSide } from '../pkg/fer_cnn.js';
+
+/** Pixels in one face (48x48), as Rust defines it. */
+export const facePixels = () => faceSide() ** 2;
 
 /** A canvas showing one face (`face_u8`: 2304 grey bytes, row-major). */
 export function faceCanvas(face_u8) {
   const canvas = document.createElement('canvas');
-  canvas.width = FACE_SIDE;
-  canvas.height = FACE_SIDE;
+  canvas.width = faceSide();
+  canvas.height = faceSide();
   canvas.className = 'face';
   drawFace(canvas, face_u8);
   return canvas;
 }
 
 export function drawFace(canvas, face_u8) {
-  const image = new ImageData(FACE_SIDE, FACE_SIDE);
+  const image = new ImageData(faceSide(), faceSide());
   const rgba = image.data;
-  for (let i = 0; i < FACE_PIXELS; i++) {
+  for (let i = 0; i < face_u8.length; i++) {
     rgba[4 * i] = rgba[4 * i + 1] = rgba[4 * i + 2] = face_u8[i];
     rgba[4 * i + 3] = 255;
   }
@@ -190,19 +193,11 @@ export function drawActivations(canvas, shape, values) {
   }
 }
 
-/** Softmax of logits, for the last layer's bars. */
-export function softmax(logits) {
-  const max = Math.max(...logits);
-  const exps = Array.from(logits, (value) => Math.exp(value - max));
-  const sum = exps.reduce((a, b) => a + b, 0);
-  return exps.map((value) => value / sum);
-}
-
 /** Horizontal bars of the seven probabilities, the most likely one marked. */
 export function probabilityBars(probs, emotions) {
   const list = document.createElement('ol');
   list.className = 'probabilities';
-  const best = probs.indexOf(Math.max(...probs));
+  const best = argmax(Float32Array.from(probs));
   probs.forEach((p, k) => {
     const item = document.createElement('li');
     if (k === best) item.className = 'best';

@@ -57,10 +57,10 @@ export class ModelRegistry extends EventTarget {
   }
 
   /// Adds (or replaces) a model; makes it current unless `select` is false.
-  add(id, label, model, { select = true } = {}) {
+  add(id, label, model, { select = true, exportAs = null } = {}) {
     const previous = this.entries.get(id);
     if (previous) previous.model.free();
-    this.entries.set(id, { label, model });
+    this.entries.set(id, { label, model, exportAs });
     let option = [...this.select.options].find((o) => o.value === id);
     if (!option) {
       option = new Option(label, id);
@@ -106,10 +106,13 @@ export class ModelRegistry extends EventTarget {
     return this.entries.get(id)?.model.describe();
   }
 
-  /// The current model as a `.safetensors` download with `precision` weights: 'f32', 'f16' or 'int8'.
-  downloadCurrent(precision) {
-    const description = this.current().describe();
-    const bytes = this.current().toBytes(precision);
+  /// The current model as a `.safetensors` download with `precision` weights: 'f32', 'f16' or
+  /// 'int8'. A model trained in this tab is written by its training run (`exportAs`), which
+  /// re-measures the batch-norm statistics after rounding, as `fer train --int8` does.
+  async downloadCurrent(precision) {
+    const { model, exportAs } = this.entries.get(this.currentId);
+    const description = model.describe();
+    const bytes = exportAs ? await exportAs(precision) : model.toBytes(precision);
     const link = document.createElement('a');
     link.href = URL.createObjectURL(new Blob([bytes], { type: 'application/octet-stream' }));
     const suffix = precision === 'f32' ? '' : `-${precision}`;
@@ -135,8 +138,8 @@ export class ModelRegistry extends EventTarget {
   /// Adds a model trained in the tab (safetensors bytes), makes it current and keeps it in
   /// IndexedDB in place of the previous one. Resolves to false when the browser refuses to
   /// store it (private browsing, quota): the model is then in use but will not survive a reload.
-  async keepTrained(bytes, label) {
-    this.add(TRAINED_ID, label, this.fer.Model.fromBytes(bytes));
+  async keepTrained(bytes, label, exportAs) {
+    this.add(TRAINED_ID, label, this.fer.Model.fromBytes(bytes), { exportAs });
     try {
       await storage.put(SAVED_TRAINED_KEY, { bytes, label, savedAt: Date.now() });
       await storage.put(SELECTED_KEY, TRAINED_ID);

@@ -1,25 +1,25 @@
 // The training worker. Its own wasm instance holds the dataset (faces as bytes in wasm memory)
 // and the training run, so parsing 287 MB of CSV and training never block the page.
 //
-// Messages in: load {file}, sample-faces {perClass}, train {preset, config, limit},
-// pause, resume, stop, inspect {row}, inspect-model {bytes, label}.
-// Messages out: load-progress, loaded, load-failed, faces, train-started,
-// train-progress, train-status, epoch, paused, resumed, train-finished, inside, error.
-// Training runs in slices of a few steps, yielding to the event loop between them so that
-// pause, stop and inspect messages are handled within a slice.
+// Requests (worker-rpc.js): load {file} → the parse report; sample-faces {perClass} → faces;
+// train {preset, config, limit, tta} → how the run ended (after the whole run); pause, resume,
+// stop; inspect {row}; inspect-model {bytes, label}; export {precision} → the finished run's
+// model file. Events: load-progress, train-started, train-progress, train-status, epoch,
+// paused, resumed, inside. The run is the library's (`Training`): this loop only times its
+// slices and posts what they return. It yields to the event loop between slices so that pause,
+// stop and inspect requests are handled within a slice.
 //
 // Threads: see engine.js; the multi-threaded build's pool splits each batch.
 import { loadEngine } from './engine.js';
+import { emit, serve } from './worker-rpc.js';
 
 // Target duration of one `trainSteps` call: progress about five times a second, and pause
 // or stop obeyed within a fifth of a second (or one batch, when a batch takes longer).
 const SLICE_MS = 200;
 const LOAD_PROGRESS_INTERVAL_MS = 100;
 const PREVIEW_FACES = 24;
-const FACE_PIXELS = 48 * 48;
 const GZIP_MAGIC = [0x1f, 0x8b];
 
-const post = (message, transfer = []) => self.postMessage(message, transfer);
 const messageOf = (error) => error?.message ?? String(error);
 
 let fer = null; // the wasm module's exports (either build)
@@ -27,19 +27,15 @@ let wasm = null; // its instance exports (memory)
 let threads = 1;
 let data = null; // FaceDataset
 let rowsByClass = []; // dataset rows of each emotion, for browsing
+let facePixels = 0;
 let run = null; // the training run in progress
+let finished = null; // the last run that ended, kept for its exports until the next one
 const inspected = { row: null, model: null, label: '' }; // what "Look inside" shows when not training
 
-const ready = loadEngine('Training').then((engine) => ({ fer, wasm, threads } = engine));
-
-self.onmessage = async ({ data: message }) => {
-  await ready;
-  try {
-    await handlers[message.type](message);
-  } catch (error) {
-    post({ type: 'error', during: message.type, message: messageOf(error) });
-  }
-};
+const ready = loadEngine('Training').then((engine) => {
+  ({ fer, wasm, threads } = engine);
+  facePixels = fer.faceSide() ** 2;
+});
 
 // One macrotask hop: lets queued messages (pause, stop, inspect) run between training slices,
 // without setTimeout's 4 ms clamp on nested timers.
@@ -65,6 +61,8 @@ async function csvBytes(file, counter) {
 }
 
 function freeData() {
+  finished?.free();
+  finished = null;
   data?.free();
   data = null;
   rowsByClass = [];
@@ -96,30 +94,27 @@ const handlers = {
         if (now - lastProgress > LOAD_PROGRESS_INTERVAL_MS) {
           lastProgress = now;
           const progress = loader.progress();
-          post({
-            type: 'load-progress', fileBytes: counter.fileBytes, fileSize: file.size, csvBytes: progress.bytes_read,
+          emit('load-progress', {
+            fileBytes: counter.fileBytes, fileSize: file.size, csvBytes: progress.bytes_read,
             rowsOk: progress.rows_ok, rowsBad: progress.rows_bad, seconds: (now - started) / 1000,
           });
         }
       }
       data = loader.finish();
-    } catch (error) {
-      post({ type: 'load-failed', name: file.name, message: messageOf(error) });
-      return;
     } finally {
       loader.free();
     }
     rowsByClass = fer.emotions().map(() => []);
     for (let row = 0; row < data.length; row++) rowsByClass[data.label(row)].push(row);
-    post({
-      type: 'loaded', name: file.name, fileSize: file.size, report: data.report(), seconds: (performance.now() - started) / 1000,
+    return {
+      name: file.name, fileSize: file.size, report: data.report(), seconds: (performance.now() - started) / 1000,
       faces: data.length, wasmMemoryBytes: wasm.memory.buffer.byteLength,
-    });
+    };
   },
 
   /** Random faces of each emotion from the whole file. */
   'sample-faces'({ perClass }) {
-    if (!data) return;
+    if (!data) throw new Error('Load the FER2013 file first.');
     const classes = rowsByClass.map((rows, label) => {
       const picked = [...rows];
       for (let i = 0; i < Math.min(perClass, picked.length); i++) {
@@ -130,20 +125,33 @@ const handlers = {
       const faces = facesOf(chosen);
       return { label, total: rows.length, rows: chosen, usages: chosen.map((row) => data.usage(row)), faces };
     });
-    post({ type: 'faces', classes }, classes.map((c) => c.faces.buffer));
+    return { classes, transfer: classes.map((c) => c.faces.buffer) };
   },
 
   async train({ preset, config, limit, tta }) {
     if (!data) throw new Error('Load the FER2013 file first.');
     if (run) throw new Error('A training run is already going: stop it first.');
-    const training = new fer.Training(fer.Model.fromPreset(preset, BigInt(config.seed)), data, config, limit);
+    finished?.free();
+    finished = null;
+    const training = new fer.Training(fer.Model.fromPreset(preset, BigInt(config.seed)), data, config, limit, tta);
     run = { training, paused: false, stopRequested: false, wake: null };
     try {
-      await trainLoop(run, preset, config, limit, tta);
-    } finally {
+      const result = await trainLoop(run, preset, config);
+      finished = training;
+      return result;
+    } catch (error) {
       training.free();
+      throw error;
+    } finally {
       run = null;
     }
+  },
+
+  /** The finished run's model at `precision` ('f32', 'f16' or 'int8'), as `fer train` writes it. */
+  export({ precision }) {
+    if (!finished) throw new Error('No model trained in this tab to export: train one first.');
+    const bytes = finished.export(data, precision);
+    return { bytes, transfer: [bytes.buffer] };
   },
 
   pause() {
@@ -164,7 +172,7 @@ const handlers = {
 
   inspect({ row }) {
     inspected.row = row;
-    postInside();
+    emitInside();
   },
 
   /** The page's current model, shown by "Look inside" while nothing is training. */
@@ -173,7 +181,7 @@ const handlers = {
     inspected.model?.free();
     inspected.model = model;
     inspected.label = label;
-    if (!run) postInside();
+    if (!run) emitInside();
   },
 };
 
@@ -182,16 +190,17 @@ function floatView(tensor) {
 }
 
 /** Filters and every layer's output for the inspected face, from the model in training or the page's model. */
-function postInside() {
+function emitInside() {
   const source = run ? run.training : inspected.model;
   if (!data || inspected.row == null || !source) return;
   const row = inspected.row;
   const face = data.face(row);
   const layers = source.inspect(face).map(({ layer, shape, values }) => ({ layer, shape, values: Float32Array.from(values) }));
   const filters = floatView(source.filters());
-  const modelLabel = run ? `the model being trained (after ${run.training.epoch()} epochs)` : inspected.label;
-  post(
-    { type: 'inside', row, label: data.label(row), usage: data.usage(row), face, modelLabel, layers, filters },
+  const modelLabel = run ? `the model being trained (after ${run.training.epochsCompleted()} epochs)` : inspected.label;
+  emit(
+    'inside',
+    { row, label: data.label(row), usage: data.usage(row), face, modelLabel, layers, filters },
     [face.buffer, ...layers.map((l) => l.values.buffer), ...(filters ? [filters.values.buffer] : [])],
   );
 }
@@ -205,8 +214,8 @@ function previewRows() {
 }
 
 function facesOf(rows) {
-  const faces = new Uint8Array(rows.length * FACE_PIXELS);
-  rows.forEach((row, i) => faces.set(data.face(row), i * FACE_PIXELS));
+  const faces = new Uint8Array(rows.length * facePixels);
+  rows.forEach((row, i) => faces.set(data.face(row), i * facePixels));
   return faces;
 }
 
@@ -215,7 +224,7 @@ function predictPreview(training, rows) {
   const classes = probs.length / rows.length;
   return Array.from(rows, (_, i) => {
     const p = probs.subarray(classes * i, classes * (i + 1));
-    const predicted = p.indexOf(Math.max(...p));
+    const predicted = fer.argmax(p);
     return { predicted, confidence: p[predicted] };
   });
 }
@@ -261,100 +270,73 @@ class Stopwatch {
 
 const secondsSince = (start) => (performance.now() - start) / 1000;
 
-/** Trains `run.training` to the end (or a stop); PublicTest and PrivateTest are evaluated over
- * the test-time views `tta` ('none', 'flip' or 'flip_shift'). */
-async function trainLoop(run, preset, config, limit, tta) {
+/** Trains `run.training` to the end (or a stop), posting what each slice and epoch's end return. */
+async function trainLoop(run, preset, config) {
   const { training } = run;
-  const stepsPerEpoch = training.stepsPerEpoch();
-  const publicTestRows = data.rows('PublicTest').length;
-  const privateTestRows = data.rows('PrivateTest').length;
-  const availableRows = data.rows('Training').length;
-  const trainRows = limit == null ? availableRows : Math.min(limit, availableRows);
+  const trainRows = training.trainRows;
   const preview = previewRows();
   const previewFaces = facesOf(preview);
-  post({
-    type: 'train-started', preset, epochs: config.epochs, trainRows, threads,
+  emit('train-started', {
+    preset, epochs: config.epochs, trainRows, threads,
     preview: { rows: Array.from(preview), labels: Array.from(preview, (row) => data.label(row)), faces: previewFaces },
   }, [previewFaces.buffer]);
 
-  // After each epoch: batch-norm statistics re-measured, then PublicTest evaluated (forward passes only).
-  const recalibrationFaces = training.recalibrationFaces();
-  const recalibrate = () => {
-    if (!recalibrationFaces) return;
-    post({ type: 'train-status', text: `Measuring batch-norm statistics on ${recalibrationFaces.toLocaleString('en')} training faces…` });
-    training.recalibrate(data);
+  const endEpoch = () => {
+    const faces = training.epochEndFaces();
+    if (faces) emit('train-status', { text: `Measuring batch-norm statistics and evaluating: ${faces.toLocaleString('en')} faces…` });
+    const started = performance.now();
+    const report = training.endEpoch(data);
+    clock.epochEnded(secondsSince(started));
+    return report;
   };
-  const clock = new Stopwatch(config.epochs * trainRows, config.epochs, recalibrationFaces + publicTestRows);
+  const clock = new Stopwatch(config.epochs * trainRows, config.epochs, training.epochEndFaces());
   let stepsPerSlice = 1;
-  let stepInEpoch = 0;
-  let epochsTrained = 0; // fractional
-  let epochTotals = { loss: 0, correct: 0, samples: 0 };
-  while (training.epoch() < config.epochs && !run.stopRequested) {
+  let slice = null;
+  while (!slice?.finished && !run.stopRequested) {
     if (run.paused) {
-      post({ type: 'paused' });
+      emit('paused');
       await new Promise((resolve) => { run.wake = resolve; });
       run.wake = null;
-      if (!run.paused) post({ type: 'resumed' });
+      if (!run.paused) emit('resumed');
       continue;
     }
     const started = performance.now();
-    const report = training.trainSteps(data, stepsPerSlice);
+    slice = training.trainSlice(data, stepsPerSlice);
     const seconds = secondsSince(started);
-    clock.trained(report.samples, seconds);
-    const steps = report.epoch_finished ? stepsPerEpoch - stepInEpoch : Math.ceil(report.samples / config.batch_size);
-    stepInEpoch = report.epoch_finished ? 0 : stepInEpoch + steps;
-    epochsTrained = report.epoch + stepInEpoch / stepsPerEpoch;
-    stepsPerSlice = Math.max(1, Math.min(100, Math.round(SLICE_MS / 1000 / (seconds / steps))));
-    epochTotals = {
-      loss: epochTotals.loss + report.loss * report.samples,
-      correct: epochTotals.correct + report.correct,
-      samples: epochTotals.samples + report.samples,
-    };
-    post({
-      type: 'train-progress',
-      epoch: epochsTrained,
-      loss: report.loss,
-      accuracy: report.correct / report.samples,
-      lr: report.lr,
+    clock.trained(slice.samples, seconds);
+    stepsPerSlice = Math.max(1, Math.min(100, Math.round(SLICE_MS / 1000 / (seconds / slice.steps))));
+    emit('train-progress', {
+      epoch: slice.epochs_trained,
+      loss: slice.loss,
+      accuracy: slice.correct / slice.samples,
+      lr: slice.lr,
       samplesDone: clock.samplesDone,
       totalSamples: clock.totalSamples,
       imagesPerSecond: clock.recentImagesPerSecond,
       etaSeconds: clock.secondsLeft(),
       filters: floatView(training.filters()),
     });
-
-    if (report.epoch_finished) {
-      const epochEndStarted = performance.now();
-      recalibrate();
-      let publicTest = null;
-      if (publicTestRows) {
-        post({ type: 'train-status', text: `Evaluating on ${publicTestRows.toLocaleString('en')} PublicTest faces…` });
-        publicTest = training.evaluate(data, 'PublicTest', tta);
-      }
-      clock.epochEnded(secondsSince(epochEndStarted));
-      post({
-        type: 'epoch',
-        epochsCompleted: report.epoch,
-        train: { loss: epochTotals.loss / epochTotals.samples, accuracy: epochTotals.correct / epochTotals.samples },
-        publicTest,
-        predictions: predictPreview(training, preview),
-      });
-      epochTotals = { loss: 0, correct: 0, samples: 0 };
-      postInside();
+    if (slice.epoch_finished) {
+      const report = endEpoch();
+      emit('epoch', { ...report, predictions: predictPreview(training, preview) });
+      emitInside();
     }
     await nextTask();
   }
 
-  const completed = training.epoch() >= config.epochs;
-  if (stepInEpoch > 0) recalibrate(); // stopped mid-epoch: the steps since the last epoch's end
+  const completed = Boolean(slice?.finished);
+  const epochsTrained = slice?.epochs_trained ?? 0;
+  if (!Number.isInteger(epochsTrained)) endEpoch(); // stopped mid-epoch: measure the statistics of the steps since
   let privateTest = null;
-  if (completed && privateTestRows) {
-    post({ type: 'train-status', text: `Final evaluation on ${privateTestRows.toLocaleString('en')} PrivateTest faces…` });
-    privateTest = training.evaluate(data, 'PrivateTest', tta);
+  if (completed && data.rows('PrivateTest').length) {
+    emit('train-status', { text: 'Final evaluation on the PrivateTest faces…' });
+    privateTest = training.evaluate(data, 'PrivateTest');
   }
-  const modelBytes = training.modelBytes(false);
-  post({
-    type: 'train-finished', preset, completed, epochsTrained, trainRows, privateTest, modelBytes,
+  const modelBytes = training.export(data, 'f32');
+  return {
+    preset, completed, epochsTrained, trainRows, privateTest, modelBytes,
     averageImagesPerSecond: clock.averageImagesPerSecond(), trainSeconds: clock.trainSeconds,
-  }, [modelBytes.buffer]);
+    transfer: [modelBytes.buffer],
+  };
 }
+serve(handlers, ready);

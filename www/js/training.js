@@ -2,29 +2,14 @@
 // look inside the model, keep it. The page only draws: a Web Worker (train-worker.js, with its
 // own wasm instance) holds the faces and the training run, so the page stays responsive.
 import { LearningChart } from './charts.js';
+import { WorkerClient } from './worker-rpc.js';
 import {
-  FACE_PIXELS, captionedFace, describeLayer, drawActivations, drawFace, faceCanvas, probabilityBars, renderConfusion, renderFilters,
-  setCaption, softmax,
+  captionedFace, describeLayer, drawActivations, drawFace, faceCanvas, facePixels, probabilityBars, renderConfusion, renderFilters,
+  setCaption,
 } from './faces.js';
 
 const $ = (selector) => document.querySelector(selector);
 
-const OPTIMIZERS = {
-  adam: { type: 'adam', beta1: 0.9, beta2: 0.999, epsilon: 1e-8 },
-  adam_w: { type: 'adam_w', beta1: 0.9, beta2: 0.999, epsilon: 1e-8 },
-  sgd: { type: 'sgd', momentum: 0.9, nesterov: true },
-};
-
-// Suggested settings per preset. The small models: the paper's setting (Adam 1e-3 on 6,000
-// faces), which the native CLI reproduces. The deep one: what trains it well natively (SGD with
-// Nesterov momentum, cosine decay, augmentation, label smoothing); it learns ~100x slower per
-// face, so fewer epochs by default.
-const SUGGESTED = {
-  seed: { limit: 6000, epochs: 30, batch_size: 64, lr: 1e-3, optimizer: 'adam', augment: false, schedule: 'constant', weight_decay: 0, label_smoothing: 0 },
-  mlp: { limit: 6000, epochs: 30, batch_size: 64, lr: 1e-3, optimizer: 'adam', augment: false, schedule: 'constant', weight_decay: 0, label_smoothing: 0 },
-  deep: { limit: 6000, epochs: 10, batch_size: 64, lr: 0.01, optimizer: 'sgd', augment: true, schedule: 'cosine', weight_decay: 5e-4, label_smoothing: 0.1 },
-};
-const SUGGESTED_FOR_ALL = { mixup_alpha: 0, class_weights: false, seed: 1, tta: 'none' };
 const BROWSE_PER_CLASS = 12;
 const USAGES = ['Training', 'PublicTest', 'PrivateTest'];
 
@@ -54,20 +39,14 @@ function show(element, message) {
  */
 export async function setupTraining({ fer, registry }) {
   const emotions = fer.emotions();
-  const worker = new Worker(new URL('./train-worker.js', import.meta.url), { type: 'module' });
+  const handlers = {};
+  const worker = new WorkerClient(new URL('./train-worker.js', import.meta.url), {
+    onEvent: (event) => handlers[event.event]?.(event),
+    onCrash: (error) => show($('#load-error'), `The training worker failed (${error.message}); reload the page.`),
+  });
   const page = { fer, registry, emotions, worker, faces: 0, loading: false, trainState: 'idle' };
   page.isTraining = () => ['running', 'paused', 'stopping'].includes(page.trainState);
-  const handlers = {
-    ...dataSection(page),
-    ...browseSection(page),
-    ...trainSection(page),
-    ...insideSection(page),
-  };
-  worker.onmessage = ({ data: message }) => handlers[message.type]?.(message);
-  worker.onerror = (event) => {
-    event.preventDefault();
-    show($('#load-error'), `The training worker failed to start (${event.message ?? 'unknown error'}); reload the page.`);
-  };
+  Object.assign(handlers, dataSection(page), browseSection(page), trainSection(page), insideSection(page));
   await keepSection(page);
 }
 
@@ -88,7 +67,7 @@ function dataSection(page) {
     $('#load-progress').hidden = false;
     $('#load-bar').value = 0;
     $('#load-status').textContent = `Reading ${file.name}…`;
-    page.worker.postMessage({ type: 'load', file });
+    page.worker.request('load', { file }).then(loaded, (error) => loadFailed(file.name, error.message));
   };
 
   fileInput.addEventListener('change', () => {
@@ -106,35 +85,37 @@ function dataSection(page) {
     startLoad(event.dataTransfer.files[0]);
   });
 
-  return {
+  const handlers = {
     'load-progress'({ fileBytes, fileSize, csvBytes, rowsOk, rowsBad, seconds }) {
       $('#load-bar').value = fileSize ? fileBytes / fileSize : 0;
       $('#load-status').textContent = `${megabytes(fileBytes)} of ${megabytes(fileSize)} MB read · ${count(rowsOk)} faces` +
         (rowsBad ? ` · ${count(rowsBad)} bad rows` : '') + ` · ${megabytes(csvBytes / seconds)} MB/s of CSV`;
     },
-
-    'load-failed'({ name, message }) {
-      page.loading = false;
-      $('#load-progress').hidden = true;
-      show($('#load-error'), `Could not load "${name}": ${message}`);
-    },
-
-    loaded({ name, report, seconds, faces, wasmMemoryBytes }) {
-      page.loading = false;
-      page.faces = faces;
-      page.trainingRows = report.per_usage[0];
-      $('#load-progress').hidden = true;
-      const totals = $('#load-totals');
-      totals.textContent = `Loaded ${count(faces)} faces from ${name} (${megabytes(report.bytes_read)} MB of CSV) in ` +
-        `${seconds.toFixed(1)} s, ${megabytes(report.bytes_read / seconds)} MB/s. They take ${megabytes(faces * FACE_PIXELS)} MB ` +
-        `of the worker's ${megabytes(wasmMemoryBytes)} MB of wasm memory.`;
-      Object.assign(totals.dataset, { faces, seconds: seconds.toFixed(3), wasmMemoryBytes });
-      renderUsageTable($('#usage-table'), report, page.emotions);
-      renderBadRows(report);
-      $('#load-summary').hidden = false;
-      page.onDataLoaded();
-    },
   };
+
+  function loadFailed(name, message) {
+    page.loading = false;
+    $('#load-progress').hidden = true;
+    show($('#load-error'), `Could not load "${name}": ${message}`);
+  }
+
+  function loaded({ name, report, seconds, faces, wasmMemoryBytes }) {
+    page.loading = false;
+    page.faces = faces;
+    page.trainingRows = report.per_usage[0];
+    $('#load-progress').hidden = true;
+    const totals = $('#load-totals');
+    totals.textContent = `Loaded ${count(faces)} faces from ${name} (${megabytes(report.bytes_read)} MB of CSV) in ` +
+      `${seconds.toFixed(1)} s, ${megabytes(report.bytes_read / seconds)} MB/s. They take ${megabytes(faces * facePixels())} MB ` +
+      `of the worker's ${megabytes(wasmMemoryBytes)} MB of wasm memory.`;
+    Object.assign(totals.dataset, { faces, seconds: seconds.toFixed(3), wasmMemoryBytes });
+    renderUsageTable($('#usage-table'), report, page.emotions);
+    renderBadRows(report);
+    $('#load-summary').hidden = false;
+    page.onDataLoaded();
+  }
+
+  return handlers;
 }
 
 function renderUsageTable(table, report, emotions) {
@@ -172,12 +153,11 @@ function renderBadRows(report) {
 }
 
 function browseSection(page) {
-  const requestFaces = () => page.worker.postMessage({ type: 'sample-faces', perClass: BROWSE_PER_CLASS });
+  const requestFaces = () => page.worker.request('sample-faces', { perClass: BROWSE_PER_CLASS }).then(showFaces, (error) => show($('#load-error'), error.message));
   $('#browse-more').addEventListener('click', requestFaces);
   page.requestFaces = requestFaces;
 
-  return {
-    faces({ classes }) {
+  function showFaces({ classes }) {
       const grid = $('#browse-grid');
       grid.replaceChildren(...classes.map(({ label, total, rows, usages, faces }) => {
         const group = document.createElement('div');
@@ -188,7 +168,7 @@ function browseSection(page) {
         const strip = document.createElement('div');
         strip.className = 'face-strip';
         rows.forEach((row, i) => {
-          const face = faces.subarray(i * FACE_PIXELS, (i + 1) * FACE_PIXELS);
+          const face = faces.subarray(i * facePixels(), (i + 1) * facePixels());
           const button = document.createElement('button');
           button.type = 'button';
           button.className = 'face-button';
@@ -203,8 +183,8 @@ function browseSection(page) {
         group.append(heading, strip);
         return group;
       }));
-    },
-  };
+  }
+  return {};
 }
 
 function trainSection(page) {
@@ -234,19 +214,28 @@ function trainSection(page) {
   let run = null; // what the page knows of the run in progress
   let testViews = 'none'; // the run's test-time augmentation
 
+  // Presets, their recipes and what each choice of the form stands for all come from Rust.
+  const options = fer.trainingOptions();
+  const presets = new Map(options.presets.map((preset) => [preset.name, preset]));
   const defaultArchitecture = registry.describe('default')?.spec.name;
-  const descriptions = new Map(fer.presets());
-  for (const name of descriptions.keys()) {
+  for (const name of presets.keys()) {
     fields.preset.add(new Option(name === defaultArchitecture ? `${name} (the default model's)` : name, name));
   }
+  const recipe = () => presets.get(fields.preset.value).recipe;
 
   const applySuggested = () => {
-    $('#preset-description').textContent = descriptions.get(fields.preset.value);
-    const settings = { ...SUGGESTED_FOR_ALL, ...(SUGGESTED[fields.preset.value] ?? SUGGESTED.seed) };
-    for (const [name, value] of Object.entries(settings)) {
-      const field = fields.namedItem(name);
-      if (field.type === 'checkbox') field.checked = value;
-      else field.value = name === 'limit' ? Math.min(value, page.trainingRows || value) : value;
+    const { description } = presets.get(fields.preset.value);
+    const { limit, config, tta } = recipe();
+    $('#preset-description').textContent = description;
+    const settings = {
+      ...config, limit: limit ?? page.trainingRows, optimizer: config.optimizer.type, schedule: config.schedule.type,
+      augment: config.augment !== null, tta,
+    };
+    for (const element of fields) {
+      if (!element.name || element.name === 'preset' || !(element.name in settings)) continue;
+      const value = settings[element.name];
+      if (element.type === 'checkbox') element.checked = value;
+      else element.value = element.name === 'limit' ? Math.min(value, page.trainingRows || value) : value;
     }
   };
   fields.preset.addEventListener('change', applySuggested);
@@ -265,17 +254,22 @@ function trainSection(page) {
   };
   setState('idle');
 
+  // The recipe's config with the form's edits.
   const readConfig = () => {
     const number = (name) => Number(fields.namedItem(name).value);
+    const { config } = recipe();
+    const chosen = (list, type, current) => (current.type === type ? current : list.find((item) => item.type === type));
     return {
+      ...options.defaults,
+      ...config,
       epochs: number('epochs'),
       batch_size: number('batch_size'),
       lr: number('lr'),
-      optimizer: OPTIMIZERS[fields.optimizer.value],
+      optimizer: chosen(options.optimizers, fields.optimizer.value, config.optimizer),
       weight_decay: number('weight_decay'),
-      schedule: fields.schedule.value === 'cosine' ? { type: 'cosine', warmup_epochs: 1 } : { type: 'constant' },
+      schedule: chosen(options.schedules, fields.schedule.value, config.schedule),
       label_smoothing: number('label_smoothing'),
-      augment: fields.augment.checked ? fer.defaultAugmentConfig() : null,
+      augment: fields.augment.checked ? (config.augment ?? options.augment) : null,
       mixup_alpha: number('mixup_alpha'),
       class_weights: fields.class_weights.checked,
       seed: number('seed'),
@@ -288,21 +282,26 @@ function trainSection(page) {
     $('#final-result').textContent = '';
     setState('running');
     testViews = fields.tta.value;
-    worker.postMessage({ type: 'train', preset: fields.preset.value, config: readConfig(), limit: Number(fields.limit.value), tta: testViews });
+    const preset = fields.preset.value;
+    worker.request('train', { preset, config: readConfig(), limit: Number(fields.limit.value), tta: testViews })
+      .then(finished, (error) => {
+        show($('#train-error'), `Training failed: ${error.message}`);
+        setState('ready');
+      });
   });
 
   pauseButton.addEventListener('click', () => {
     if (page.trainState === 'running') {
-      worker.postMessage({ type: 'pause' });
+      worker.request('pause');
       pauseButton.disabled = true;
       $('#train-status').textContent = 'Pausing after this batch…';
     } else if (page.trainState === 'paused') {
-      worker.postMessage({ type: 'resume' });
+      worker.request('resume');
       setState('running');
     }
   });
   stopButton.addEventListener('click', () => {
-    worker.postMessage({ type: 'stop' });
+    worker.request('stop');
     setState('stopping');
     $('#train-status').textContent = 'Stopping after this batch; the model trained so far is kept…';
   });
@@ -323,7 +322,7 @@ function trainSection(page) {
   // The same faces are shown for the whole run; each epoch only changes their captions.
   const showPreviewFaces = ({ rows, labels, faces }) => {
     $('#predictions').replaceChildren(...rows.map((row, i) => {
-      const face = faces.subarray(i * FACE_PIXELS, (i + 1) * FACE_PIXELS);
+      const face = faces.subarray(i * facePixels(), (i + 1) * facePixels());
       return captionedFace(face, `${emotions[labels[i]]}?`);
     }));
   };
@@ -340,7 +339,7 @@ function trainSection(page) {
   };
 
   const stats = $('#train-stats');
-  return {
+  const handlers = {
     'train-started'(message) {
       run = message;
       for (const figure of ['epoch', 'imagesPerSecond', 'averageImagesPerSecond', 'publictestAccuracy']) delete section.dataset[figure];
@@ -376,7 +375,7 @@ function trainSection(page) {
       $('#train-status').textContent = text;
     },
 
-    epoch({ epochsCompleted: done, train, publicTest, predictions }) {
+    epoch({ epoch: done, train, public_test: publicTest, predictions }) {
       if (publicTest) {
         lossChart.add(done, [null, publicTest.loss]);
         accuracyChart.add(done, [null, publicTest.accuracy]);
@@ -401,44 +400,34 @@ function trainSection(page) {
       if (page.trainState === 'paused') setState('running');
     },
 
-    async 'train-finished'({ preset, completed, epochsTrained, trainRows, privateTest, modelBytes, averageImagesPerSecond, trainSeconds }) {
-      if (completed) $('#train-bar').value = 1;
-      const epochs = `${Number.isInteger(epochsTrained) ? epochsTrained : epochsTrained.toFixed(1)} epoch${epochsTrained === 1 ? '' : 's'}`;
-      $('#train-status').textContent = `${completed ? 'Finished' : 'Stopped'}: ${epochs} in ${duration(trainSeconds)} of training, ` +
-        `${count(Math.round(averageImagesPerSecond))} images/s on average.`;
-      section.dataset.averageImagesPerSecond = averageImagesPerSecond.toFixed(1);
-      if (privateTest) {
-        const views = { none: '', flip: ', each with its mirror image', flip_shift: ', each mirrored and shifted (10 views)' }[testViews];
-        $('#final-result').textContent = `Final PrivateTest accuracy: ${percent(privateTest.accuracy)} of ${count(privateTest.n)} faces${views} ` +
-          `(per emotion: ${emotions.map((e, k) => `${e} ${(100 * privateTest.per_class[k]).toFixed(0)}%`).join(', ')}).`;
-      }
-      const label = `Trained here: ${preset}, ${count(trainRows)} faces, ${epochs}`;
-      const kept = await registry.keepTrained(modelBytes, label);
-      page.announceKept(label, kept);
-      setState('finished');
-    },
-
-    error({ during, message }) {
-      if (during === 'train') {
-        show($('#train-error'), `Training failed: ${message}`);
-        setState('ready');
-      } else if (during === 'load') {
-        page.loading = false;
-        $('#load-progress').hidden = true;
-        show($('#load-error'), message);
-      } else {
-        show($('#train-error'), message);
-      }
-    },
   };
+
+  async function finished({ preset, completed, epochsTrained, trainRows, privateTest, modelBytes, averageImagesPerSecond, trainSeconds }) {
+    if (completed) $('#train-bar').value = 1;
+    const epochs = `${Number.isInteger(epochsTrained) ? epochsTrained : epochsTrained.toFixed(1)} epoch${epochsTrained === 1 ? '' : 's'}`;
+    $('#train-status').textContent = `${completed ? 'Finished' : 'Stopped'}: ${epochs} in ${duration(trainSeconds)} of training, ` +
+      `${count(Math.round(averageImagesPerSecond))} images/s on average.`;
+    section.dataset.averageImagesPerSecond = averageImagesPerSecond.toFixed(1);
+    if (privateTest) {
+      const views = { none: '', flip: ', each with its mirror image', flip_shift: ', each mirrored and shifted (10 views)' }[testViews];
+      $('#final-result').textContent = `Final PrivateTest accuracy: ${percent(privateTest.accuracy)} of ${count(privateTest.n)} faces${views} ` +
+        `(per emotion: ${emotions.map((e, k) => `${e} ${(100 * privateTest.per_class[k]).toFixed(0)}%`).join(', ')}).`;
+    }
+    const label = `Trained here: ${preset}, ${count(trainRows)} faces, ${epochs}`;
+    const kept = await registry.keepTrained(modelBytes, label, (precision) => worker.request('export', { precision }).then(({ bytes }) => bytes));
+    page.announceKept(label, kept);
+    setState('finished');
+  }
+
+  return handlers;
 }
 
 function insideSection(page) {
   const { worker, registry, emotions } = page;
-  page.inspect = (row) => worker.postMessage({ type: 'inspect', row });
+  page.inspect = (row) => worker.request('inspect', { row });
   // The worker looks inside the model being trained; otherwise inside the page's current model.
   page.sendInspectModel = () => {
-    worker.postMessage({ type: 'inspect-model', bytes: registry.current().toBytes('f32'), label: `the page's current model, "${registry.currentLabel()}"` });
+    worker.request('inspect-model', { bytes: registry.current().toBytes('f32'), label: `the page's current model, "${registry.currentLabel()}"` });
   };
   // In a task of its own: serialising a large model here would lengthen whichever task changed
   // the model (the end of a training run, say) past 50 ms.
@@ -473,7 +462,7 @@ function insideSection(page) {
       }
       [...list.children].forEach((item, i) => {
         const { shape, values } = shown[i];
-        if (isOutput(i)) item.lastChild.replaceChildren(probabilityBars(softmax(values), emotions));
+        if (isOutput(i)) item.lastChild.replaceChildren(probabilityBars(page.fer.softmax(values), emotions));
         else drawActivations(item.lastChild, shape, values);
       });
     },
@@ -493,10 +482,11 @@ async function keepSection(page) {
     forget.hidden = !kept;
   };
 
-  $('#model-download').addEventListener('click', () => {
+  $('#model-download').addEventListener('click', async () => {
     show(error, '');
     try {
-      registry.downloadCurrent($('#model-download-precision').value);
+      status.textContent = `Writing "${registry.currentLabel()}"…`;
+      await registry.downloadCurrent($('#model-download-precision').value);
       status.textContent = `Downloading "${registry.currentLabel()}".`;
     } catch (e) {
       show(error, `Could not write "${registry.currentLabel()}" as a file: ${e.message ?? e}`);
