@@ -83,26 +83,30 @@ fn train_predict_save_and_load_in_the_browser() {
     let config = TrainConfig { epochs: 3, batch_size: 14, lr: 3e-3, ..TrainConfig::default() };
     let config = serde_wasm_bindgen::to_value(&config).unwrap();
     let model = Model::from_preset("seed", 1).unwrap_or_else(|_| panic!("preset builds"));
-    let mut training = Training::new(model, &data, config, None).unwrap_or_else(|_| panic!("training starts"));
-    assert_eq!(training.steps_per_epoch(), 3);
-    let mut finished = false;
-    for _ in 0..20 {
-        let report = training.train_steps(&data, 2).unwrap();
-        finished = js_sys::Reflect::get(&report, &"finished".into()).unwrap().as_bool().unwrap();
-        if finished {
+    assert!(Training::new(model, &data, config.clone(), None, "sideways").is_err(), "an unknown test-time augmentation is refused");
+    let model = Model::from_preset("seed", 1).unwrap_or_else(|_| panic!("preset builds"));
+    let mut training = Training::new(model, &data, config, None, "flip").unwrap_or_else(|_| panic!("training starts"));
+    assert_eq!(training.train_rows(), 42);
+    let field = |report: &wasm_bindgen::JsValue, name: &str| js_sys::Reflect::get(report, &name.into()).unwrap();
+    let mut slices = 0;
+    loop {
+        // Two steps at most, and a slice stops at the end of its epoch (3 steps of 14).
+        let report = training.train_slice(&data, 2).unwrap();
+        slices += 1;
+        if field(&report, "epoch_finished").as_bool() == Some(true) {
+            let end = training.end_epoch(&data).unwrap();
+            assert_eq!(field(&field(&end, "public_test"), "n").as_f64(), Some(42.0));
+        }
+        if field(&report, "finished").as_bool() == Some(true) {
             break;
         }
+        assert!(slices < 20);
     }
-    assert!(finished);
-    assert_eq!(training.epoch(), 3);
-    for tta in ["none", "flip"] {
-        let evaluation = training.evaluate(&data, "PublicTest", tta).unwrap_or_else(|_| panic!("evaluates with {tta}"));
-        let n = js_sys::Reflect::get(&evaluation, &"n".into()).unwrap().as_f64().unwrap();
-        assert_eq!(n, 42.0);
-    }
-    assert!(training.evaluate(&data, "PublicTest", "sideways").is_err(), "an unknown test-time augmentation is refused");
+    assert_eq!((slices, training.epochs_completed()), (6, 3));
+    let private = training.evaluate(&data, "PrivateTest").unwrap();
+    assert!(private.is_null(), "no PrivateTest rows, no evaluation");
 
-    let bytes = training.model_bytes(false).unwrap_or_else(|_| panic!("model saves"));
+    let bytes = training.export(&data, "f32").unwrap_or_else(|_| panic!("model saves"));
     let mut model = Model::from_bytes(&bytes).unwrap_or_else(|_| panic!("model loads"));
     let faces: Vec<u8> = (0..2).flat_map(|r| data.face(r).unwrap()).collect();
     let probs = model.predict(&faces, "none").unwrap_or_else(|_| panic!("predicts"));

@@ -4,6 +4,8 @@
 //! JS objects (serde-wasm-bindgen) or typed arrays; every failure is a JS `Error` with a
 //! message for the user, never a panic.
 
+use rand::seq::IndexedRandom;
+use rand::SeedableRng;
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
@@ -148,7 +150,7 @@ impl FaceDataset {
         to_js(&self.report)
     }
 
-    pub(crate) fn check_row(&self, row: usize) -> Result<(), JsError> {
+    fn check_row(&self, row: usize) -> Result<(), JsError> {
         if row >= self.data.len() {
             return Err(JsError::new(&format!("row {row} is past the end ({} rows)", self.data.len())));
         }
@@ -174,6 +176,49 @@ impl FaceDataset {
     /// Row numbers with the given Usage (`Training`, `PublicTest`, `PrivateTest`), in file order.
     pub fn rows(&self, usage: &str) -> Result<Vec<u32>, JsError> {
         Ok(self.data.indices_of(parse_usage(usage)?).into_iter().map(|r| r as u32).collect())
+    }
+
+    /// The faces of `rows`, laid end to end (48x48 bytes each).
+    pub fn faces(&self, rows: &[u32]) -> Result<Vec<u8>, JsError> {
+        let mut faces = Vec::with_capacity(rows.len() * FACE_PIXELS);
+        for &row in rows {
+            self.check_row(row as usize)?;
+            faces.extend_from_slice(self.data.face(row as usize));
+        }
+        Ok(faces)
+    }
+
+    /// Up to `per_class` rows of each emotion drawn at random from the whole file (a new draw
+    /// for each `seed`): `[{ label, total, rows, usages }]`, one entry per class.
+    #[wasm_bindgen(js_name = sampleByClass)]
+    pub fn sample_by_class(&self, per_class: usize, seed: u64) -> Result<JsValue, JsError> {
+        #[derive(Serialize)]
+        struct ClassSample {
+            label: usize,
+            total: usize,
+            rows: Vec<u32>,
+            usages: Vec<&'static str>,
+        }
+        let mut rng = crate::engine::Rng::seed_from_u64(seed);
+        let samples: Vec<ClassSample> = (0..NUM_CLASSES)
+            .map(|label| {
+                let all: Vec<u32> = (0..self.data.len()).filter(|&r| self.data.label(r) as usize == label).map(|r| r as u32).collect();
+                let rows: Vec<u32> = all.choose_multiple(&mut rng, per_class).copied().collect();
+                let usages = rows.iter().map(|&r| self.data.usage(r as usize).name()).collect();
+                ClassSample { label, total: all.len(), rows, usages }
+            })
+            .collect();
+        to_js(&samples)
+    }
+
+    /// `count` rows spread evenly over the PublicTest rows (the Training rows when there are
+    /// none): the faces shown with their predictions after every epoch.
+    #[wasm_bindgen(js_name = spreadRows)]
+    pub fn spread_rows(&self, count: usize) -> Vec<u32> {
+        let test = self.data.indices_of(Usage::PublicTest);
+        let pool = if test.is_empty() { self.data.indices_of(Usage::Training) } else { test };
+        let count = count.min(pool.len());
+        (0..count).map(|i| pool[i * pool.len() / count] as u32).collect()
     }
 }
 

@@ -5,7 +5,6 @@
 use wasm_bindgen::prelude::*;
 
 use super::{first_conv_filters, inspect_network, js_error, parse_tta, parse_usage, to_js, FaceDataset, Model};
-use crate::data::FACE_PIXELS;
 use crate::inference::{predict_faces, Tta};
 use crate::models::StoredDtype;
 use crate::train::{TrainConfig, TrainingRun};
@@ -79,11 +78,7 @@ impl Training {
 
     /// Probabilities (`rows.length × 7`) of the current model for the given dataset rows.
     pub fn predict(&mut self, data: &FaceDataset, rows: &[u32]) -> Result<Vec<f32>, JsError> {
-        let mut faces = Vec::with_capacity(rows.len() * FACE_PIXELS);
-        for &row in rows {
-            data.check_row(row as usize)?;
-            faces.extend_from_slice(data.data.face(row as usize));
-        }
+        let faces = data.faces(rows)?;
         if faces.is_empty() {
             return Ok(Vec::new());
         }

@@ -26,16 +26,12 @@ let fer = null; // the wasm module's exports (either build)
 let wasm = null; // its instance exports (memory)
 let threads = 1;
 let data = null; // FaceDataset
-let rowsByClass = []; // dataset rows of each emotion, for browsing
-let facePixels = 0;
+let samplesDrawn = 0; // seeds the faces shown for browsing
 let run = null; // the training run in progress
 let finished = null; // the last run that ended, kept for its exports until the next one
 const inspected = { row: null, model: null, label: '' }; // what "Look inside" shows when not training
 
-const ready = loadEngine('Training').then((engine) => {
-  ({ fer, wasm, threads } = engine);
-  facePixels = fer.faceSide() ** 2;
-});
+const ready = loadEngine('Training').then((engine) => ({ fer, wasm, threads } = engine));
 
 // One macrotask hop: lets queued messages (pause, stop, inspect) run between training slices,
 // without setTimeout's 4 ms clamp on nested timers.
@@ -65,7 +61,6 @@ function freeData() {
   finished = null;
   data?.free();
   data = null;
-  rowsByClass = [];
 }
 
 const handlers = {
@@ -104,8 +99,6 @@ const handlers = {
     } finally {
       loader.free();
     }
-    rowsByClass = fer.emotions().map(() => []);
-    for (let row = 0; row < data.length; row++) rowsByClass[data.label(row)].push(row);
     return {
       name: file.name, fileSize: file.size, report: data.report(), seconds: (performance.now() - started) / 1000,
       faces: data.length, wasmMemoryBytes: wasm.memory.buffer.byteLength,
@@ -115,16 +108,7 @@ const handlers = {
   /** Random faces of each emotion from the whole file. */
   'sample-faces'({ perClass }) {
     if (!data) throw new Error('Load the FER2013 file first.');
-    const classes = rowsByClass.map((rows, label) => {
-      const picked = [...rows];
-      for (let i = 0; i < Math.min(perClass, picked.length); i++) {
-        const j = i + Math.floor(Math.random() * (picked.length - i));
-        [picked[i], picked[j]] = [picked[j], picked[i]];
-      }
-      const chosen = picked.slice(0, perClass);
-      const faces = facesOf(chosen);
-      return { label, total: rows.length, rows: chosen, usages: chosen.map((row) => data.usage(row)), faces };
-    });
+    const classes = data.sampleByClass(perClass, BigInt(++samplesDrawn)).map((sample) => ({ ...sample, faces: data.faces(Uint32Array.from(sample.rows)) }));
     return { classes, transfer: classes.map((c) => c.faces.buffer) };
   },
 
@@ -205,20 +189,6 @@ function emitInside() {
   );
 }
 
-/** Faces shown with their predictions after every epoch: spread over the test rows. */
-function previewRows() {
-  const test = data.rows('PublicTest');
-  const pool = test.length ? test : data.rows('Training');
-  const count = Math.min(PREVIEW_FACES, pool.length);
-  return Uint32Array.from({ length: count }, (_, i) => pool[Math.floor((i * pool.length) / count)]);
-}
-
-function facesOf(rows) {
-  const faces = new Uint8Array(rows.length * facePixels);
-  rows.forEach((row, i) => faces.set(data.face(row), i * facePixels));
-  return faces;
-}
-
 function predictPreview(training, rows) {
   const probs = training.predict(data, rows);
   const classes = probs.length / rows.length;
@@ -274,8 +244,8 @@ const secondsSince = (start) => (performance.now() - start) / 1000;
 async function trainLoop(run, preset, config) {
   const { training } = run;
   const trainRows = training.trainRows;
-  const preview = previewRows();
-  const previewFaces = facesOf(preview);
+  const preview = data.spreadRows(PREVIEW_FACES);
+  const previewFaces = data.faces(preview);
   emit('train-started', {
     preset, epochs: config.epochs, trainRows, threads,
     preview: { rows: Array.from(preview), labels: Array.from(preview, (row) => data.label(row)), faces: previewFaces },
