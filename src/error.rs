@@ -14,6 +14,9 @@ pub enum FerError {
     /// A training or evaluation option is out of range.
     #[error("config: {0}")]
     Config(String),
+    /// Training stopped before its end (it diverged).
+    #[error("training: {0}")]
+    Training(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -145,3 +145,31 @@ fn mistakes_are_explained_and_exit_non_zero() {
     assert!(stderr.contains("--int8") && stderr.contains("--half"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn hostile_model_files_are_refused_with_a_message_and_a_non_zero_exit() {
+    let dir = workdir("hostile");
+    for (i, (what, bytes, expected)) in common::hostile::hostile_files().into_iter().enumerate() {
+        let name = format!("hostile-{i}.safetensors");
+        std::fs::write(dir.join(&name), bytes).expect("file written");
+        for command in [&["info", name.as_str()][..], &["eval", "--model", name.as_str(), "--csv", "absent.csv"][..]] {
+            let stderr = fails(&dir, command);
+            assert!(stderr.starts_with("error: model: ") && stderr.contains(expected), "{what}, fer {command:?}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_diverging_run_exits_non_zero_and_says_what_to_try() {
+    let dir = workdir("diverge");
+    let csv = write_csv(&dir, 4, &["Training"]);
+    let stderr = fails(
+        &dir,
+        &["train", "--csv", &csv, "--epochs", "2", "--batch", "7", "--optimizer", "sgd", "--lr", "1e10", "--out", "m.safetensors"],
+    );
+    assert!(stderr.contains("error: training: training diverged at step") && stderr.contains("ten times lower"), "{stderr}");
+    assert!(!dir.join("m.safetensors").exists(), "no epoch finished: nothing worth saving");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -415,3 +415,42 @@ fn the_end_of_an_epoch_recalibrates_batch_norm_models_only_and_deterministically
     assert!(changed("layers.1.running_mean") && changed("layers.1.running_var"));
     assert!(!changed("layers.0.weight") && !changed("layers.1.gamma"), "only statistics change");
 }
+
+#[test]
+fn a_diverging_run_stops_with_the_starting_weights_restored_and_says_what_to_try() {
+    let data = synthetic(4);
+    let config = TrainConfig { epochs: 3, batch_size: 7, lr: 1e10, optimizer: OptimizerKind::sgd_nesterov(), ..TrainConfig::default() };
+    let network = Network::new(preset("seed").unwrap(), 1).unwrap();
+    let start: Vec<Tensor> = network.named_tensors().into_iter().map(|(_, t)| t.clone()).collect();
+    let mut run = TrainingRun::new(network, config, &data, None, Tta::None).unwrap();
+    let slice = run.train_slice(&data, usize::MAX);
+    let divergence = slice.diverged.expect("a learning rate of 1e10 diverges");
+    assert!(slice.finished && run.is_finished());
+    assert_eq!((divergence.epoch, divergence.restored_epoch), (1, 0));
+    assert!(
+        divergence.message.contains("became NaN or infinite") && divergence.message.contains("1000000000 instead of 10000000000"),
+        "{}",
+        divergence.message
+    );
+    let now: Vec<Tensor> = run.network().named_tensors().into_iter().map(|(_, t)| t.clone()).collect();
+    assert_eq!(now, start, "the starting weights are back");
+    assert_eq!(run.train_slice(&data, usize::MAX).steps, 0, "a diverged run trains no more");
+}
+
+#[test]
+fn a_run_that_breaks_after_an_epoch_gets_that_epochs_weights_back() {
+    let data = synthetic(4);
+    let config = TrainConfig { epochs: 3, batch_size: 7, augment: Some(AugmentConfig::default()), ..TrainConfig::default() };
+    let mut run = TrainingRun::new(Network::new(preset("deep").unwrap(), 1).unwrap(), config, &data, None, Tta::None).unwrap();
+    run.train_slice(&data, usize::MAX);
+    run.end_epoch(&data);
+    let after_epoch: Vec<Tensor> = run.network().named_tensors().into_iter().map(|(_, t)| t.clone()).collect();
+    run.train_slice(&data, 1);
+    // A weight that stopped being a number, as an overflow leaves it.
+    run.network_mut().named_tensors_mut()[0].1.iter_mut().next().map(|w| *w = f32::INFINITY);
+    let divergence = run.train_slice(&data, usize::MAX).diverged.expect("an infinite weight is noticed");
+    assert_eq!((divergence.epoch, divergence.restored_epoch), (2, 1));
+    assert!(divergence.message.contains("the weights after epoch 1 are restored"), "{}", divergence.message);
+    let now: Vec<Tensor> = run.network().named_tensors().into_iter().map(|(_, t)| t.clone()).collect();
+    assert_eq!(now, after_epoch);
+}

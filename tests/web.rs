@@ -209,3 +209,19 @@ fn a_model_for_other_inputs_or_classes_is_refused_without_a_trap_and_the_current
     }
     assert_eq!(current.predict(&face, "none").unwrap_or_else(|_| panic!("still predicts")), before);
 }
+
+#[wasm_bindgen_test]
+fn hostile_model_files_are_refused_in_the_browser_without_a_trap() {
+    let mut current = Model::from_preset("seed", 1).unwrap_or_else(|_| panic!("preset builds"));
+    let face = vec![128u8; 48 * 48];
+    let before = current.predict(&face, "none").unwrap_or_else(|_| panic!("predicts"));
+    for (what, bytes, expected) in common::hostile::hostile_files() {
+        let error = match Model::from_bytes(&bytes) {
+            Ok(_) => panic!("{what}: loaded"),
+            Err(error) => wasm_bindgen::JsValue::from(error),
+        };
+        let message = js_sys::Reflect::get(&error, &"message".into()).ok().and_then(|m| m.as_string()).unwrap_or_default();
+        assert!(message.contains(expected), "{what}: {message}");
+    }
+    assert_eq!(current.predict(&face, "none").unwrap_or_else(|_| panic!("still predicts")), before);
+}

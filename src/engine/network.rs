@@ -6,7 +6,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::int8::Epilogue;
-use super::layers::{build_layer, Layer, LayerSpec, Mode, Param, Shape};
+use super::layers::{build_layer, checked_size, Layer, LayerSpec, Mode, Param, Shape};
 use super::loss::softmax;
 use super::tensor::{standard, Rng, Tensor};
 use crate::{FerError, Result};
@@ -22,6 +22,9 @@ pub struct ModelSpec {
     pub classes: usize,
 }
 
+/// The most layers a model may have (the deepest preset has 31).
+pub const MAX_LAYERS: usize = 1000;
+
 pub struct Network {
     spec: ModelSpec,
     layers: Vec<Box<dyn Layer>>,
@@ -32,14 +35,20 @@ impl Network {
     /// Builds the layers, drawing initial weights from `seed`. Fails when a layer does not fit
     /// its input or the output is not `[classes]`.
     pub fn new(spec: ModelSpec, seed: u64) -> Result<Network> {
+        if spec.layers.len() > MAX_LAYERS {
+            return Err(FerError::Model(format!("the model has {} layers; at most {MAX_LAYERS} are supported", spec.layers.len())));
+        }
         let mut rng = Rng::seed_from_u64(seed);
         let mut shape: Shape = spec.input.to_vec();
+        checked_size(&shape)?;
         let mut layers = Vec::with_capacity(spec.layers.len());
         for (i, layer_spec) in spec.layers.iter().enumerate() {
-            let (layer, out) = build_layer(layer_spec, &shape, &mut rng).map_err(|e| match e {
+            let at_layer = |e| match e {
                 FerError::Model(message) => FerError::Model(format!("layer {i}: {message}")),
                 other => other,
-            })?;
+            };
+            let (layer, out) = build_layer(layer_spec, &shape, &mut rng).map_err(at_layer)?;
+            checked_size(&out).map_err(at_layer)?;
             layers.push(layer);
             shape = out;
         }

@@ -134,10 +134,18 @@ pub fn load_with_extras(bytes: &[u8]) -> Result<(LoadedModel, Vec<(String, Tenso
 
     let mut network = Network::new(spec, 0)?;
     let mut stored = StoredDtype::F32;
-    let expected = network.named_tensors().len();
-    let model_tensor_count = tensors.names().iter().filter(|n| !n.starts_with(EXTRA_PREFIX) && !n.ends_with(SCALE_SUFFIX)).count();
-    if model_tensor_count != expected {
-        return Err(FerError::Model(format!("the file has {model_tensor_count} tensors, the architecture needs {expected}")));
+    let needed: Vec<String> = network.named_tensors().into_iter().map(|(name, _)| name).collect();
+    let mut unused: Vec<&str> = tensors
+        .names()
+        .into_iter()
+        .filter(|n| !n.starts_with(EXTRA_PREFIX) && !n.ends_with(SCALE_SUFFIX) && !needed.iter().any(|m| m == n))
+        .collect();
+    if !unused.is_empty() {
+        unused.sort();
+        return Err(FerError::Model(format!(
+            "the file has tensors the architecture does not use ({}): it was made for another architecture",
+            unused.join(", ")
+        )));
     }
     for (name, target) in network.named_tensors_mut() {
         let view = tensors.tensor(&name).map_err(|_| FerError::Model(format!("tensor '{name}' is missing from the file")))?;

@@ -11,7 +11,7 @@ use super::config::TrainConfig;
 use super::distil::Teacher;
 use super::trainer::Trainer;
 use crate::data::{Dataset, Usage};
-use crate::engine::Network;
+use crate::engine::{Network, Tensor};
 use crate::inference::{evaluate, Evaluation, Tta};
 use crate::models::{as_stored, save_model, ModelMetadata, StoredDtype};
 use crate::Result;
@@ -42,6 +42,21 @@ pub struct SliceReport {
     /// The slice ended an epoch: call [`TrainingRun::end_epoch`] next.
     pub epoch_finished: bool,
     pub finished: bool,
+    /// The run stopped because the loss or the weights stopped being numbers.
+    pub diverged: Option<Divergence>,
+}
+
+/// A loss or weights that became NaN or infinite: the run stops at that step with the last
+/// good weights restored, and says what to try.
+#[derive(Clone, Debug, Serialize)]
+pub struct Divergence {
+    /// The optimiser step (counted from 1) and the epoch (from 1) it happened in.
+    pub step: u64,
+    pub epoch: usize,
+    /// Epochs completed by the weights restored (0: the weights the run started from).
+    pub restored_epoch: usize,
+    /// What happened and what to try, for the user.
+    pub message: String,
 }
 
 /// The training figures of a finished epoch: means over its (augmented) batches.
@@ -101,6 +116,20 @@ pub struct TrainingRun {
     evaluations: Vec<(Usage, Evaluation)>,
     trained_since_evaluation: bool,
     teacher_description: Option<String>,
+    /// The weights (and batch-norm statistics) at the last epoch's end, or at the start.
+    last_good: LastGood,
+    diverged: Option<Divergence>,
+}
+
+struct LastGood {
+    epoch: usize,
+    tensors: Vec<Tensor>,
+}
+
+impl LastGood {
+    fn of(network: &Network, epoch: usize) -> LastGood {
+        LastGood { epoch, tensors: network.named_tensors().into_iter().map(|(_, t)| t.clone()).collect() }
+    }
 }
 
 impl TrainingRun {
@@ -129,6 +158,8 @@ impl TrainingRun {
 
     fn around(trainer: Trainer, data: &Dataset, tta: Tta) -> TrainingRun {
         TrainingRun {
+            last_good: LastGood::of(&trainer.network, trainer.epoch()),
+            diverged: None,
             trainer,
             test_rows: data.indices_of(Usage::PublicTest),
             tta,
@@ -163,8 +194,13 @@ impl TrainingRun {
         self.trainer.epoch()
     }
 
+    /// Every epoch trained, or stopped by a divergence.
     pub fn is_finished(&self) -> bool {
-        self.trainer.is_finished()
+        self.trainer.is_finished() || self.diverged.is_some()
+    }
+
+    pub fn divergence(&self) -> Option<&Divergence> {
+        self.diverged.as_ref()
     }
 
     pub fn steps_per_epoch(&self) -> usize {
@@ -192,8 +228,19 @@ impl TrainingRun {
     pub fn train_slice(&mut self, data: &Dataset, max_steps: usize) -> SliceReport {
         let mut slice = Sums::default();
         let (mut steps, mut lr, mut epoch_finished) = (0, 0.0, false);
-        while steps < max_steps && !self.trainer.is_finished() {
+        while steps < max_steps && !self.is_finished() {
             let step = self.trainer.train_step(data);
+            let what = if !step.loss.is_finite() {
+                Some("the loss")
+            } else if !self.network().params().iter().all(|p| p.value.iter().all(|v| v.is_finite())) {
+                Some("the weights")
+            } else {
+                None
+            };
+            if let Some(what) = what {
+                self.stop_diverged(what, step.epoch + 1);
+                break;
+            }
             slice.add(step.loss, step.correct, step.samples);
             self.epoch_sums.add(step.loss, step.correct, step.samples);
             steps += 1;
@@ -215,7 +262,33 @@ impl TrainingRun {
             epochs_trained: self.epochs_completed() as f32 + self.trainer.step_in_epoch() as f32 / self.steps_per_epoch() as f32,
             epoch_finished,
             finished: self.is_finished(),
+            diverged: self.diverged.clone(),
         }
+    }
+
+    /// Restores the last good weights and records why the run stopped.
+    fn stop_diverged(&mut self, what: &str, epoch: usize) {
+        for ((_, tensor), good) in self.trainer.network.named_tensors_mut().into_iter().zip(&self.last_good.tensors) {
+            tensor.assign(good);
+        }
+        self.epoch_sums = Sums::default();
+        self.trained_since_evaluation = self.last_good.epoch != self.epochs_completed();
+        let restored = match self.last_good.epoch {
+            0 => "the weights it started from are restored".to_string(),
+            n => format!("the weights after epoch {n} are restored"),
+        };
+        self.diverged = Some(Divergence {
+            step: self.trainer.steps_taken(),
+            epoch,
+            restored_epoch: self.last_good.epoch,
+            message: format!(
+                "training diverged at step {} (epoch {epoch}): {what} became NaN or infinite, and {restored}. \
+                 Try a learning rate ten times lower ({} instead of {}).",
+                self.trainer.steps_taken(),
+                self.config().lr / 10.0,
+                self.config().lr
+            ),
+        });
     }
 
     /// The end of an epoch: batch-norm statistics re-measured on clean training faces (the
@@ -226,6 +299,9 @@ impl TrainingRun {
         recalibrate_batch_norm(&mut self.trainer.network, data, &rows);
         let public_test = self.evaluate(data, Usage::PublicTest);
         let train = std::mem::take(&mut self.epoch_sums).totals();
+        if self.diverged.is_none() {
+            self.last_good = LastGood::of(self.network(), self.epochs_completed());
+        }
         EpochReport { epoch: self.epochs_completed(), train, recalibrated_on: rows.len(), public_test }
     }
 

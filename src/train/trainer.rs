@@ -109,6 +109,11 @@ impl Trainer {
         self.train_rows.len().div_ceil(self.config.batch_size)
     }
 
+    /// Optimiser steps taken since the run began.
+    pub fn steps_taken(&self) -> u64 {
+        self.step
+    }
+
     pub fn train_rows(&self) -> &[usize] {
         &self.train_rows
     }

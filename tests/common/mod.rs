@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test crate uses a different part
 
+pub mod hostile;
+
 use fer_cnn::data::{Fer2013Parser, Parsed, FACE_PIXELS, FACE_SIDE};
 use fer_cnn::engine::{Network, OptimizerKind};
 use fer_cnn::inference::{predict_faces, Tta};

@@ -246,13 +246,14 @@ async function screenshots(page) {
 }
 
 /** Drops the generated file on the page and starts training `preset` for `epochs`, with the
- * form's other fields as they are except `fields` (name → value). */
-async function loadAndTrain(page, preset, epochs, fields = {}) {
+ * form's other fields as they are except `fields` and `choices` (name → value). */
+async function loadAndTrain(page, preset, epochs, fields = {}, choices = {}) {
   await drop(page, '#drop-zone', 'fer2013.csv', Buffer.from(fer2013Csv().csv));
   await page.waitForSelector('#load-summary:not([hidden])', { timeout: 30_000 });
   await page.selectOption('#train-preset', preset);
   await page.fill('#train-form [name=epochs]', String(epochs));
   for (const [name, value] of Object.entries(fields)) await page.fill(`#train-form [name=${name}]`, String(value));
+  for (const [name, value] of Object.entries(choices)) await page.selectOption(`#train-form [name=${name}]`, value);
   await page.click('#train-start');
 }
 
@@ -276,6 +277,16 @@ test('pause, resume and stop a training run; the model trained so far is kept', 
   assert.match(await page.textContent('#train-status'), /^Stopped: [\d.]+ epochs? in/);
   assert.equal(await page.inputValue('#model-select'), 'trained');
   assert.match(await page.textContent('#model-info'), /^deep ·/);
+  assert.deepEqual(errors, []);
+}));
+
+test('a run that diverges stops, says what happened and what to try, and the page keeps its model', () => withBrowser([], async ({ server, browser }) => {
+  const { page, errors } = await openPage(browser, server.url);
+  await loadAndTrain(page, 'seed', 3, { lr: 1e10, batch_size: 7 }, { optimizer: 'sgd' });
+  await page.waitForSelector('#train-error:not([hidden])', { timeout: 30_000 });
+  assert.match(await page.textContent('#train-error'), /^training diverged at step \d+ \(epoch 1\): .* became NaN or infinite, and the weights it started from are restored\. Try a learning rate ten times lower/);
+  await page.waitForSelector('#train[data-state="ready"]');
+  assert.equal(await page.inputValue('#model-select'), 'default', 'nothing trained is kept; the default model stays');
   assert.deepEqual(errors, []);
 }));
 

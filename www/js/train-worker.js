@@ -272,6 +272,7 @@ async function trainLoop(run, preset, config) {
     }
     const started = performance.now();
     slice = training.trainSlice(data, stepsPerSlice);
+    if (slice.diverged) break;
     const seconds = secondsSince(started);
     clock.trained(slice.samples, seconds);
     stepsPerSlice = Math.max(1, Math.min(100, Math.round(SLICE_MS / 1000 / (seconds / slice.steps))));
@@ -294,19 +295,21 @@ async function trainLoop(run, preset, config) {
     await nextTask();
   }
 
-  const completed = Boolean(slice?.finished);
-  const epochsTrained = slice?.epochs_trained ?? 0;
-  if (!Number.isInteger(epochsTrained)) endEpoch(); // stopped mid-epoch: measure the statistics of the steps since
+  // A diverged run has its last good weights back: those of its last epoch's end, or none.
+  const diverged = slice?.diverged ?? null;
+  const completed = Boolean(slice?.finished) && !diverged;
+  const epochsTrained = diverged ? diverged.restored_epoch : slice?.epochs_trained ?? 0;
+  if (!diverged && !Number.isInteger(epochsTrained)) endEpoch(); // stopped mid-epoch: measure the statistics of the steps since
   let privateTest = null;
   if (completed && data.rows('PrivateTest').length) {
     emit('train-status', { text: 'Final evaluation on the PrivateTest faces…' });
     privateTest = training.evaluate(data, 'PrivateTest');
   }
-  const modelBytes = training.export(data, 'f32');
+  const modelBytes = epochsTrained > 0 || !diverged ? training.export(data, 'f32') : null;
   return {
-    preset, completed, epochsTrained, trainRows, privateTest, modelBytes,
+    preset, completed, epochsTrained, trainRows, privateTest, modelBytes, diverged: diverged?.message ?? null,
     averageImagesPerSecond: clock.averageImagesPerSecond(), trainSeconds: clock.trainSeconds,
-    transfer: [modelBytes.buffer],
+    transfer: modelBytes ? [modelBytes.buffer] : [],
   };
 }
 serve(handlers, ready);

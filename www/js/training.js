@@ -402,8 +402,9 @@ function trainSection(page) {
 
   };
 
-  async function finished({ preset, completed, epochsTrained, trainRows, privateTest, modelBytes, averageImagesPerSecond, trainSeconds }) {
+  async function finished({ preset, completed, epochsTrained, trainRows, privateTest, modelBytes, diverged, averageImagesPerSecond, trainSeconds }) {
     if (completed) $('#train-bar').value = 1;
+    if (diverged) show($('#train-error'), diverged);
     const epochs = `${Number.isInteger(epochsTrained) ? epochsTrained : epochsTrained.toFixed(1)} epoch${epochsTrained === 1 ? '' : 's'}`;
     $('#train-status').textContent = `${completed ? 'Finished' : 'Stopped'}: ${epochs} in ${duration(trainSeconds)} of training, ` +
       `${count(Math.round(averageImagesPerSecond))} images/s on average.`;
@@ -412,6 +413,11 @@ function trainSection(page) {
       const views = { none: '', flip: ', each with its mirror image', flip_shift: ', each mirrored and shifted (10 views)' }[testViews];
       $('#final-result').textContent = `Final PrivateTest accuracy: ${percent(privateTest.accuracy)} of ${count(privateTest.n)} faces${views} ` +
         `(per emotion: ${emotions.map((e, k) => `${e} ${(100 * privateTest.per_class[k]).toFixed(0)}%`).join(', ')}).`;
+    }
+    if (!modelBytes) {
+      $('#train-status').textContent = 'Stopped before the first epoch ended: no model to keep.';
+      setState('ready');
+      return;
     }
     const label = `Trained here: ${preset}, ${count(trainRows)} faces, ${epochs}`;
     const kept = await registry.keepTrained(modelBytes, label, (precision) => worker.request('export', { precision }).then(({ bytes }) => bytes));

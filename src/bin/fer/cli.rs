@@ -368,11 +368,20 @@ fn train(args: TrainArgs) -> Result<()> {
             let slice = run.train_slice(&data, 1);
             bar.set_message(format!("loss {:.4} lr {:.2e}", slice.loss, slice.lr));
             bar.inc(1);
-            if slice.epoch_finished {
+            if slice.epoch_finished || slice.diverged.is_some() {
                 break;
             }
         }
         bar.finish_and_clear();
+        if let Some(divergence) = run.divergence() {
+            let mut message = divergence.message.clone();
+            if divergence.restored_epoch > 0 {
+                let export = run.export(&data, args.precision.dtype())?;
+                write_file(&args.out, &export.bytes)?;
+                message += &format!(" The restored model is saved to {}.", args.out.display());
+            }
+            return Err(FerError::Training(message));
+        }
         let seconds = started.elapsed().as_secs_f32();
         let report = run.end_epoch(&data);
         let mut line = format!(

@@ -159,6 +159,18 @@ fn is_one_group(groups: &usize) -> bool {
 /// A per-sample activation shape: `[c, h, w]` for images, `[features]` after flattening.
 pub type Shape = Vec<usize>;
 
+/// The most values one face's activation may hold in any layer (64 MB of f32); the largest
+/// preset's is 0.15 M.
+pub const MAX_ACTIVATION_VALUES: usize = 1 << 24;
+
+/// The number of values in `shape`, refused past [`MAX_ACTIVATION_VALUES`].
+pub fn checked_size(shape: &[usize]) -> Result<usize> {
+    match shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) {
+        Some(size) if size <= MAX_ACTIVATION_VALUES => Ok(size),
+        _ => Err(FerError::Model(format!("an activation of shape {shape:?} holds more than {MAX_ACTIVATION_VALUES} values per face"))),
+    }
+}
+
 fn expect_image(spec: &LayerSpec, shape: &Shape) -> Result<[usize; 3]> {
     match shape.as_slice() {
         &[c, h, w] => Ok([c, h, w]),
@@ -180,6 +192,22 @@ fn positive(spec: &LayerSpec, what: &str, value: usize) -> Result<()> {
     Ok(())
 }
 
+/// The most weights one layer may have: a model file is read from anywhere, and one that asks
+/// for a billion filters must get a message before anything is allocated, not an out-of-memory
+/// abort (a trap, in wasm). The largest preset layer has 0.6 M.
+pub const MAX_LAYER_WEIGHTS: usize = 1 << 26;
+
+/// `count` (None when it overflowed) within [`MAX_LAYER_WEIGHTS`].
+fn weights_within_limit(spec: &LayerSpec, count: Option<usize>) -> Result<()> {
+    match count {
+        Some(count) if count <= MAX_LAYER_WEIGHTS => Ok(()),
+        _ => Err(FerError::Model(format!(
+            "{spec:?} would have {} weights; a layer may have at most {MAX_LAYER_WEIGHTS}",
+            count.map_or_else(|| "more than 2^64".to_string(), |c| c.to_string())
+        ))),
+    }
+}
+
 /// Builds the layer `spec` for per-sample input `shape`, with weights drawn from `rng`;
 /// returns it with its output shape. Errors name the layer and the shape that does not fit.
 pub fn build_layer(spec: &LayerSpec, shape: &Shape, rng: &mut Rng) -> Result<(Box<dyn Layer>, Shape)> {
@@ -190,6 +218,8 @@ pub fn build_layer(spec: &LayerSpec, shape: &Shape, rng: &mut Rng) -> Result<(Bo
             positive(spec, "stride", stride)?;
             positive(spec, "groups", groups)?;
             let input = expect_image(spec, shape)?;
+            let per_filter = (input[0] / groups).checked_mul(kernel).and_then(|n| n.checked_mul(kernel));
+            weights_within_limit(spec, per_filter.and_then(|n| n.checked_mul(filters)))?;
             let layer = Conv2d::new(input, filters, kernel, stride, padding, groups, rng)
                 .map_err(|e| FerError::Model(format!("{spec:?} on input {shape:?}: {e}")))?;
             let out = layer.output_shape();
@@ -219,6 +249,7 @@ pub fn build_layer(spec: &LayerSpec, shape: &Shape, rng: &mut Rng) -> Result<(Bo
         LayerSpec::Dense { units } => {
             positive(spec, "units", units)?;
             let inputs = expect_flat(spec, shape)?;
+            weights_within_limit(spec, inputs.checked_mul(units))?;
             (Box::new(Dense::new(inputs, units, rng)), vec![units])
         }
         LayerSpec::BatchNorm => {
@@ -228,7 +259,7 @@ pub fn build_layer(spec: &LayerSpec, shape: &Shape, rng: &mut Rng) -> Result<(Bo
             (Box::new(BatchNorm::new(shape[0])), shape.clone())
         }
         LayerSpec::Relu => (Box::new(Relu::default()), shape.clone()),
-        LayerSpec::Flatten => (Box::new(Flatten::new(shape.clone())), vec![shape.iter().product()]),
+        LayerSpec::Flatten => (Box::new(Flatten::new(shape.clone())), vec![checked_size(shape)?]),
         LayerSpec::Dropout { rate } => {
             if !(0.0..1.0).contains(&rate) {
                 return Err(FerError::Model(format!("{spec:?}: rate must be in [0, 1)")));
