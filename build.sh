@@ -8,6 +8,7 @@
 #                         page's npm assets)
 #   ./build.sh setup      install the tools only
 #   ./build.sh bench      print speed figures (native and in-browser)
+#   ./build.sh fuzz       run each fuzz target (fuzz/) for FUZZ_SECONDS (default 60) each
 # Each install step is skipped when the tool is already there at the right version.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -165,11 +166,26 @@ bench() {
     done
 }
 
+# cargo-fuzz on nightly: each target starts from its committed seeds (fuzz/seeds/) and the
+# corpus earlier runs grew (fuzz/corpus/, not committed); a crash stops with the input saved in
+# fuzz/artifacts/, to become a regression test.
+fuzz() {
+    ensure_cargo_tool cargo-fuzz cargo-fuzz
+    local seconds=${FUZZ_SECONDS:-60}
+    for target in $(cd fuzz && cargo +nightly fuzz list); do
+        log "fuzzing $target for ${seconds} s"
+        mkdir -p "fuzz/corpus/$target"
+        (cd fuzz && cargo +nightly fuzz run "$target" "corpus/$target" "seeds/$target" -- \
+            -max_total_time="$seconds" -rss_limit_mb=4096 -timeout=30 -print_final_stats=1)
+    done
+}
+
 case "${1:-serve}" in
     serve) setup; build_wasm; serve ;;
     test) setup; run_tests ;;
     wasm) setup; build_wasm ;;
     setup) setup ;;
     bench) setup; bench ;;
-    *) echo "usage: $0 [serve|test|wasm|setup|bench]" >&2; exit 2 ;;
+    fuzz) setup; fuzz ;;
+    *) echo "usage: $0 [serve|test|wasm|setup|bench|fuzz]" >&2; exit 2 ;;
 esac

@@ -454,3 +454,40 @@ fn a_run_that_breaks_after_an_epoch_gets_that_epochs_weights_back() {
     let now: Vec<Tensor> = run.network().named_tensors().into_iter().map(|(_, t)| t.clone()).collect();
     assert_eq!(now, after_epoch);
 }
+
+/// Found by `./build.sh fuzz` (training_options): a shift of 1e38 pixels overflowed the warp's
+/// pixel index, and limits that wide panic in the random draw; such options are refused.
+#[test]
+fn augmentation_and_optimiser_constants_out_of_range_are_refused() {
+    let augment = |change: fn(&mut AugmentConfig)| {
+        let mut augment = AugmentConfig::default();
+        change(&mut augment);
+        TrainConfig { augment: Some(augment), ..TrainConfig::default() }
+    };
+    let refused = [
+        (augment(|a| a.max_shift = 1e38), "shift"),
+        (augment(|a| a.max_rotation_deg = 1e38), "rotation"),
+        (augment(|a| a.max_scale = -1.0), "zoom"),
+        (augment(|a| a.max_scale = 1.0), "zoom"),
+        (augment(|a| a.erase_probability = 2.0), "erasing"),
+        (TrainConfig { optimizer: OptimizerKind::Adam { beta1: 1.0, beta2: 0.999, epsilon: 1e-8 }, ..TrainConfig::default() }, "beta1"),
+        (TrainConfig { optimizer: OptimizerKind::AdamW { beta1: 0.9, beta2: 2.0, epsilon: 1e-8 }, ..TrainConfig::default() }, "beta2"),
+        (TrainConfig { optimizer: OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, epsilon: 0.0 }, ..TrainConfig::default() }, "epsilon"),
+        (TrainConfig { optimizer: OptimizerKind::Sgd { momentum: -5.0, nesterov: true }, ..TrainConfig::default() }, "momentum"),
+    ];
+    for (config, word) in refused {
+        let message = config.validate().expect_err(word).to_string();
+        assert!(message.contains(word), "{message}");
+    }
+    assert!(augment(|a| a.max_shift = 48.0).validate().is_ok());
+}
+
+#[test]
+fn a_warp_far_outside_the_face_reads_the_border() {
+    use fer_cnn::data::input::Warp;
+    let face: Vec<u8> = (0..48 * 48).map(|i| (i % 48 * 5) as u8).collect();
+    let mut out = vec![0.0; 48 * 48];
+    Warp { shift_x: 1e38, ..Warp::IDENTITY }.apply(&face, &mut out);
+    assert!(out.iter().all(|v| v.is_finite()));
+    assert!(out.iter().all(|&v| v == out[0]), "every pixel is the left border's, as the face is shifted far right");
+}

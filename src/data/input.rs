@@ -39,6 +39,26 @@ impl Default for AugmentConfig {
     }
 }
 
+impl AugmentConfig {
+    /// Each limit within what still shows a face: a shift within the face, a zoom that keeps
+    /// it (a scale of 1 − max_scale must stay positive), a probability.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let within = |value: f32, low: f32, high: f32| value >= low && value <= high;
+        let side = FACE_SIDE as f32;
+        if !within(self.max_shift, 0.0, side) {
+            Err(format!("augmentation shift {} must be 0 to {side} pixels", self.max_shift))
+        } else if !within(self.max_rotation_deg, 0.0, 180.0) {
+            Err(format!("augmentation rotation {} must be 0 to 180 degrees", self.max_rotation_deg))
+        } else if !within(self.max_scale, 0.0, 0.9) {
+            Err(format!("augmentation zoom {} must be 0 to 0.9", self.max_scale))
+        } else if !within(self.erase_probability, 0.0, 1.0) {
+            Err(format!("erasing probability {} must be 0 to 1", self.erase_probability))
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// An affine view of a face: where each output pixel samples the source.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Warp {
@@ -79,7 +99,8 @@ impl Warp {
                 if self.flip {
                     sx = -sx;
                 }
-                let (sx, sy) = (sx + centre, sy + centre);
+                // Far outside the face every sample is a border pixel; bounded, no cast can overflow.
+                let (sx, sy) = ((sx + centre).clamp(-2.0, side + 1.0), (sy + centre).clamp(-2.0, side + 1.0));
                 let (x0, y0) = (sx.floor(), sy.floor());
                 let (fx, fy) = (sx - x0, sy - y0);
                 let (x0, y0) = (x0 as isize, y0 as isize);

@@ -28,6 +28,30 @@ impl OptimizerKind {
     pub fn adamw() -> OptimizerKind {
         OptimizerKind::AdamW { beta1: 0.9, beta2: 0.999, epsilon: 1e-8 }
     }
+
+    /// Momentum and the moments' decay rates in [0, 1) (Adam's bias correction divides by
+    /// 1 − β^t), ε positive.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let rate = |name: &str, value: f32| {
+            if (0.0..1.0).contains(&value) {
+                Ok(())
+            } else {
+                Err(format!("{name} {value} must be in [0, 1)"))
+            }
+        };
+        match *self {
+            OptimizerKind::Sgd { momentum, .. } => rate("momentum", momentum),
+            OptimizerKind::Adam { beta1, beta2, epsilon } | OptimizerKind::AdamW { beta1, beta2, epsilon } => {
+                rate("beta1", beta1)?;
+                rate("beta2", beta2)?;
+                if epsilon > 0.0 && epsilon.is_finite() {
+                    Ok(())
+                } else {
+                    Err(format!("epsilon {epsilon} must be a positive number"))
+                }
+            }
+        }
+    }
 }
 
 /// Optimiser with per-parameter state (momentum / moment estimates), in `Network::params` order.

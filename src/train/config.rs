@@ -87,6 +87,10 @@ impl TrainConfig {
             Some(format!("mixup alpha {} must be 0 or more", self.mixup_alpha))
         } else if !(self.sam_rho >= 0.0 && self.sam_rho.is_finite()) {
             Some(format!("sharpness-aware radius {} must be 0 or more", self.sam_rho))
+        } else if let Err(problem) = self.optimizer.validate() {
+            Some(problem)
+        } else if let Some(Err(problem)) = self.augment.as_ref().map(AugmentConfig::validate) {
+            Some(problem)
         } else {
             None
         };
