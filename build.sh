@@ -123,20 +123,7 @@ build_wasm() {
 serve() {
     log "serving www/ at http://127.0.0.1:$PORT/ (Ctrl-C to stop)"
     echo "http://127.0.0.1:$PORT/"
-    python3 - "$PORT" <<'PY'
-import http.server, sys
-class Handler(http.server.SimpleHTTPRequestHandler):
-    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
-                      ".wasm": "application/wasm", ".js": "text/javascript", ".mjs": "text/javascript"}
-    def end_headers(self):
-        # Cross-origin isolation: lets the page measure its memory and use shared memory.
-        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
-        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
-        self.send_header("Cache-Control", "no-cache")
-        super().end_headers()
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])),
-    lambda *a, **k: Handler(*a, directory="www", **k)).serve_forever()
-PY
+    python3 www-server.py "$PORT"
 }
 
 run_tests() {

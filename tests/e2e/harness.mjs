@@ -1,7 +1,8 @@
 // Shared by the end-to-end tests and benchmarks: serve www/ on a free loopback port the way
-// ./build.sh does (wasm MIME type, cross-origin isolation), start Debian's headless Chromium
-// with flags that keep it off the network (or Firefox ESR through geckodriver), and open the
-// page once the engine is ready. Every test collects console errors and fails on them.
+// ./build.sh does (wasm MIME type, cross-origin isolation, the page's Content-Security-Policy
+// as a header), start Debian's headless Chromium with flags that keep it off the network (or
+// Firefox ESR through geckodriver), and open the page once the engine is ready. Every test
+// collects console errors and fails on them.
 import { spawn } from 'node:child_process';
 import http from 'node:http';
 import net from 'node:net';
@@ -18,24 +19,40 @@ const TYPES = {
   '.svg': 'image/svg+xml', '.safetensors': 'application/octet-stream', '.bin': 'application/octet-stream',
 };
 
+/** The Content-Security-Policy of `root`/index.html's meta tag, or null where it has none. */
+export async function pagePolicy(root = WWW) {
+  const html = await fs.readFile(path.join(root, 'index.html'), 'utf8').catch(() => '');
+  return /<meta http-equiv="Content-Security-Policy" content="([^"]+)">/.exec(html)?.[1] ?? null;
+}
+
 /**
  * Serves `root` on 127.0.0.1 at a free port; resolves to { url, close }. `isolated: false` leaves
  * out the cross-origin isolation headers, as a plain static host would (no SharedArrayBuffer, so
- * no wasm threads).
+ * no wasm threads). The page's policy goes out as a header too, as build.sh's server sends it:
+ * only a header binds the workers. Nothing outside `root` is served, through '..' (however it
+ * is encoded) or through a symbolic link.
  */
 export async function serve(root = WWW, { isolated = true } = {}) {
-  const isolation = isolated ? { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' } : {};
+  const realRoot = await fs.realpath(root);
+  const policy = await pagePolicy(root);
+  const headers = {
+    ...(isolated ? { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' } : {}),
+    ...(policy ? { 'Content-Security-Policy': policy } : {}),
+    'Cache-Control': 'no-cache',
+  };
+  const inside = (file) => file === realRoot || file.startsWith(realRoot + path.sep);
   const server = http.createServer(async (request, response) => {
-    const urlPath = decodeURIComponent(new URL(request.url, 'http://x').pathname);
-    const file = path.join(root, urlPath.endsWith('/') ? `${urlPath}index.html` : urlPath);
-    if (!file.startsWith(root)) return response.writeHead(403).end();
+    let urlPath;
     try {
+      urlPath = decodeURIComponent(new URL(`http://x${request.url}`).pathname);
+    } catch {
+      return response.writeHead(400).end('bad request');
+    }
+    try {
+      const file = await fs.realpath(path.join(realRoot, urlPath.endsWith('/') ? `${urlPath}index.html` : urlPath));
+      if (!inside(file)) throw new Error('outside the root');
       const body = await fs.readFile(file);
-      response.writeHead(200, {
-        'Content-Type': TYPES[path.extname(file)] ?? 'application/octet-stream',
-        ...isolation,
-        'Cache-Control': 'no-cache',
-      });
+      response.writeHead(200, { 'Content-Type': TYPES[path.extname(file)] ?? 'application/octet-stream', ...headers });
       response.end(body);
     } catch {
       response.writeHead(404).end('not found');
@@ -87,7 +104,10 @@ export async function openPage(target, url) {
   return { page, errors };
 }
 
-/** Records console errors and uncaught exceptions of `page` into the returned array. */
+/**
+ * Records console errors and uncaught exceptions of `page` into the returned array (Chromium
+ * reports its workers' console messages as the page's too).
+ */
 export function collectErrors(page) {
   const errors = [];
   page.on('console', (message) => { if (message.type() === 'error') errors.push(message.text()); });
@@ -95,8 +115,8 @@ export function collectErrors(page) {
   return errors;
 }
 
-/** A free TCP port on 127.0.0.1 (for a WebDriver server the benchmarks start). */
-async function freePort() {
+/** A free TCP port on 127.0.0.1 (for a server a test or benchmark starts). */
+export async function freePort() {
   const server = net.createServer();
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address();
@@ -149,4 +169,42 @@ export function option(name, fallback) {
   const args = process.argv.slice(2);
   const i = args.indexOf(`--${name}`);
   return i >= 0 ? args[i + 1] : fallback;
+}
+
+/**
+ * performance.measureUserAgentSpecificMemory() in `page` (cross-origin isolated), after a
+ * garbage collection where Chromium runs with --js-flags=--expose-gc: { bytes, by: { where:
+ * bytes } }, `where` the page or a worker's script path. Chromium answers once every context
+ * has been measured or a timeout has passed, and the wasm thread pool's workers, blocked in
+ * Atomics.wait between jobs, are never measured: expect each call to take about a minute.
+ */
+export async function measureMemory(page) {
+  return page.evaluate(async () => {
+    globalThis.gc?.();
+    const { bytes, breakdown } = await performance.measureUserAgentSpecificMemory();
+    const by = {};
+    for (const entry of breakdown) {
+      const where = entry.attribution.map((a) => `${a.scope === 'Window' ? 'page' : new URL(a.url).pathname}`).join(' + ') || 'shared';
+      by[where] = (by[where] ?? 0) + entry.bytes;
+    }
+    return { bytes, by: Object.fromEntries(Object.entries(by).sort(([a], [b]) => a.localeCompare(b))) };
+  });
+}
+
+/**
+ * The bytes of wasm memory of the engine in `worker` (a Playwright Worker running engine.js):
+ * the module it imported, imported again in its own scope, is the same instance.
+ */
+export function wasmMemoryBytes(worker) {
+  return worker.evaluate(async () => {
+    const pkg = self.crossOriginIsolated ? '../pkg-threads/fer_cnn.js' : '../pkg/fer_cnn.js';
+    const fer = await import(new URL(pkg, self.location.href));
+    return (await fer.default()).memory.buffer.byteLength;
+  });
+}
+
+/** The page's worker whose script is www/js/`name`, once it has started. */
+export async function pageWorker(page, name) {
+  const isIt = (worker) => worker.url().endsWith(`/js/${name}`);
+  return page.workers().find(isIt) ?? page.waitForEvent('worker', { predicate: isIt, timeout: 30_000 });
 }

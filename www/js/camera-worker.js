@@ -13,6 +13,10 @@
 // ImageBitmap is transferred and closed here). A frame's reply: {count, faces: Float32Array,
 // crops: Uint8Array, probs: Float32Array, copyMs, findMs, cropMs, classifyMs, tta (the
 // test-time augmentation it was classified with), int8 (whether in integer arithmetic)}.
+//
+// A trap in wasm (a Rust panic, or running out of memory) is not answered as the request's
+// error but reported as the worker's crash: the trap left the Rust objects mid-call (borrowed,
+// half-written), so every later request would fail too. The page then starts a fresh worker.
 import { loadEngine } from './engine.js';
 import { serve } from './worker-rpc.js';
 
@@ -114,4 +118,17 @@ const handlers = {
   },
 };
 
-serve(handlers);
+/** `handler`, with a wasm trap turned into an error no handler catches (see the top). */
+function crashOnTrap(handler) {
+  return async (message) => {
+    try {
+      return await handler(message);
+    } catch (error) {
+      if (!(error instanceof WebAssembly.RuntimeError)) throw error;
+      setTimeout(() => { throw error; });
+      return new Promise(() => {}); // the crash answers this request
+    }
+  };
+}
+
+serve(Object.fromEntries(Object.entries(handlers).map(([type, handler]) => [type, crashOnTrap(handler)])));

@@ -5,8 +5,13 @@
 // The wasm work happens in camera-worker.js: each frame goes there as a transferred
 // ImageBitmap, one frame at a time (a frame that arrives while the worker is busy is skipped,
 // so what is drawn is never more than one frame behind), and the faces come back.
+//
+// Nothing breaks the tab: while the tab is hidden no frame is sent (the camera stays open, and
+// the video goes on where it is when the tab is shown again); if the worker crashes, a fresh
+// one gets the detector, the model and the test-time augmentation again and the video goes on,
+// unless it keeps crashing.
 import { argmax } from '../pkg/fer_cnn.js';
-import { WorkerClient } from './worker-rpc.js';
+import { WorkerClient, WorkerCrash } from './worker-rpc.js';
 
 const STATE_MESSAGES = {
   off: 'Camera off. Start it, or drop a photo here, to see what the model sees.',
@@ -18,10 +23,16 @@ const STATE_MESSAGES = {
   'no-camera': 'No camera found. Connect one (or close the app that holds it) and press Start camera again, or drop a photo.',
   busy: 'The camera is in use by another app, or could not start. Close that app and press Start camera again.',
   insecure: 'The camera needs a secure page (https:// or http://localhost). A photo still works.',
-  lost: 'The camera stopped (unplugged, or taken by another app). Press Start camera to try again.',
+  lost: 'The camera stopped (unplugged, taken by another app, or its permission withdrawn). Press Start camera to try again.',
   photo: 'Photo classified. Start the camera to go back to live video.',
   failed: 'Could not classify the frame.',
+  crashed: 'The face finder stopped working, so the camera and photos are off. Reload the page to start it again.',
 };
+
+// A worker that crashes again as soon as it starts (on every frame, say) would otherwise be
+// restarted for ever: past this many crashes in a minute, the camera gives up.
+const MAX_RESTARTS = 3;
+const RESTART_WINDOW_MS = 60_000;
 
 // Photos are scaled down to this long side first: faces stay large enough to find, and a
 // 50-megapixel photo does not need 200 MB of wasm memory.
@@ -114,16 +125,6 @@ async function runCamera({ section, registry }) {
     fetch('vendor/face-detector/tiny_face_detector_model-weights_manifest.json').then((r) => r.ok ? r.text() : Promise.reject(new Error(`the face detector's manifest is missing (HTTP ${r.status}); run ./build.sh wasm`))),
     fetch('vendor/face-detector/tiny_face_detector_model.bin').then((r) => r.ok ? r.arrayBuffer() : Promise.reject(new Error(`the face detector's weights are missing (HTTP ${r.status}); run ./build.sh wasm`))),
   ]);
-  const worker = new WorkerClient(new URL('./camera-worker.js', import.meta.url));
-  const { threads, layout, emotions } = await worker.request('start', { detectorManifest, detectorWeights }, [detectorWeights]);
-  // Sent as exact f32 weights; a model stored in 8 bits (the default one) is classified in
-  // integer arithmetic, which its weights lose nothing to (see engine::int8 in the Rust code).
-  const sendModel = () => {
-    const model = registry.current();
-    return worker.request('model', { bytes: model.toBytes('f32'), int8: model.storedPrecision() === 'int8' });
-  };
-  await sendModel();
-
   const $ = (selector) => section.querySelector(selector);
   const startButton = $('#camera-start');
   const stopButton = $('#camera-stop');
@@ -139,6 +140,45 @@ async function runCamera({ section, registry }) {
   const noFace = $('#camera-no-face');
   const faceList = $('#camera-faces');
   const mirrorTta = $('#camera-mirror-tta');
+
+  const workerUrl = new URL('./camera-worker.js', import.meta.url);
+  let worker = null;
+  let workerReady = null; // resolves to `worker` once it has the detector, the model and the tta
+  let running = false; // set up: from then on a crash restarts the worker
+  let crashes = []; // when the recent ones happened
+  let restarts = 0;
+  // Sent as exact f32 weights; a model stored in 8 bits (the default one) is classified in
+  // integer arithmetic, which its weights lose nothing to (see engine::int8 in the Rust code).
+  const modelMessage = () => {
+    const model = registry.current();
+    return { bytes: model.toBytes('f32'), int8: model.storedPrecision() === 'int8' };
+  };
+  const ttaMessage = () => ({ tta: mirrorTta.checked ? 'flip' : 'none' }); // a reload may keep the box ticked
+
+  /** A fresh worker, given everything it needs; resolves to what its 'start' answers. */
+  function startWorker() {
+    const client = new WorkerClient(workerUrl, { onCrash: (error) => workerCrashed(client, error) });
+    worker = client;
+    let started;
+    workerReady = (async () => {
+      // A copy is transferred: the weights are kept here for the next worker.
+      const weights = detectorWeights.slice(0);
+      started = await client.request('start', { detectorManifest, detectorWeights: weights }, [weights]);
+      await client.request('model', modelMessage());
+      await client.request('tta', ttaMessage());
+      return client;
+    })();
+    return workerReady.then(() => started);
+  }
+
+  /** A request to the worker, once it is ready (after a crash: once its successor is). */
+  async function ask(type, message, transfer) {
+    return (await workerReady).request(type, message, transfer);
+  }
+
+  const first = await startWorker();
+  const { layout, emotions } = first;
+  let { threads } = first; // told again by each fresh worker
 
   const cards = Array.from({ length: layout.maxFaces }, (_, i) => new FaceCard(i, emotions, layout.cropSide));
   faceList.append(...cards.map((card) => card.root));
@@ -158,11 +198,13 @@ async function runCamera({ section, registry }) {
   let shown = 0; // bumped whenever the picture on show changes, so late results are dropped
   let photo = null; // the photo on show, to classify again when the model changes
   let fps = { frames: 0, since: performance.now(), value: 0 };
+  let framesShown = 0;
+  const tabHidden = () => document.visibilityState === 'hidden';
 
   function setState(state, detail) {
     section.dataset.state = state;
     status.textContent = detail ? `${STATE_MESSAGES[state]} (${detail})` : STATE_MESSAGES[state];
-    status.classList.toggle('error', ['denied', 'no-camera', 'busy', 'insecure', 'lost', 'failed'].includes(state));
+    status.classList.toggle('error', ['denied', 'no-camera', 'busy', 'insecure', 'lost', 'failed', 'crashed'].includes(state));
     const live = state === 'asking' || state === 'starting' || state === 'on';
     startButton.hidden = live;
     stopButton.hidden = !live;
@@ -174,10 +216,16 @@ async function runCamera({ section, registry }) {
    */
   async function classify(source, isPhoto) {
     const picture = shown;
+    const client = await workerReady;
     const started = performance.now();
     const bitmap = await createImageBitmap(source);
     const { width, height } = bitmap;
-    const result = await worker.request('frame', { bitmap, kind: isPhoto ? 'photo' : 'video' }, [bitmap]);
+    let result;
+    try {
+      result = await client.request('frame', { bitmap, kind: isPhoto ? 'photo' : 'video' }, [bitmap]);
+    } finally {
+      bitmap.close(); // a no-op once transferred; frees it when the worker crashed meanwhile
+    }
     if (picture !== shown) return false;
     show(result, width, height, performance.now() - started);
     return true;
@@ -224,16 +272,23 @@ async function runCamera({ section, registry }) {
 
   function onFrame() {
     if (!stream) return;
+    if (tabHidden()) {
+      // No work for a tab nobody sees; showing it again restarts the loop.
+      frameRequest = null;
+      return;
+    }
     if (video.videoWidth > 0 && !frameInFlight) {
       frameInFlight = true;
       classify(video, false).then((done) => {
         if (!done) return;
+        section.dataset.frames = String(++framesShown);
         fps.frames += 1;
         const now = performance.now();
         if (now - fps.since >= 1000) {
           fps = { frames: 0, since: now, value: (1000 * fps.frames) / (now - fps.since) };
         }
       }, (error) => {
+        if (error instanceof WorkerCrash) return; // a fresh worker takes the next frame
         if (stream) stop('failed', error.message ?? String(error));
         console.error(error);
       }).finally(() => { frameInFlight = false; });
@@ -343,6 +398,7 @@ async function runCamera({ section, registry }) {
       setState('photo', file.name);
       await showPhoto(bitmap);
     } catch (error) {
+      if (error instanceof WorkerCrash) return; // the fresh worker classifies the photo again
       status.textContent = `Could not classify ${file.name}: ${error.message ?? error}`;
       status.classList.add('error');
       console.error(error);
@@ -372,21 +428,63 @@ async function runCamera({ section, registry }) {
   const classifyPhotoAgain = () => {
     if (!photo || stream) return;
     classify(photoCanvas, true).catch((error) => {
+      if (error instanceof WorkerCrash) return;
       setState('failed', error.message ?? String(error));
       console.error(error);
     });
   };
-  const sendTta = () => worker.request('tta', { tta: mirrorTta.checked ? 'flip' : 'none' });
+  // A crash while the model or the tta is on its way is no failure: the fresh worker is sent
+  // the current ones.
   registry.addEventListener('change', () => {
-    sendModel().catch((error) => setState('failed', `the new model did not reach the camera: ${error.message}`));
+    ask('model', modelMessage()).catch((error) => {
+      if (!(error instanceof WorkerCrash)) setState('failed', `the new model did not reach the camera: ${error.message}`);
+    });
     classifyPhotoAgain();
   });
   mirrorTta.addEventListener('change', () => {
-    sendTta().catch((error) => setState('failed', error.message));
+    ask('tta', ttaMessage()).catch((error) => {
+      if (!(error instanceof WorkerCrash)) setState('failed', error.message);
+    });
     classifyPhotoAgain();
   });
-  await sendTta(); // a reload may keep the box ticked
+
+  document.addEventListener('visibilitychange', () => {
+    if (tabHidden() || !stream || frameRequest || section.dataset.state !== 'on') return;
+    fps = { frames: 0, since: performance.now(), value: 0 };
+    nextFrame();
+  });
+
+  function workerCrashed(client, error) {
+    if (client !== worker || !running) return; // before set-up, the set-up fails with it
+    const now = performance.now();
+    crashes = crashes.filter((when) => now - when < RESTART_WINDOW_MS).concat(now);
+    if (crashes.length > MAX_RESTARTS) {
+      giveUp(error);
+      return;
+    }
+    section.dataset.workerRestarts = String(++restarts);
+    console.warn(`The camera's worker stopped (${error.message}); starting a fresh one.`);
+    startWorker().then((fresh) => {
+      threads = fresh.threads;
+      classifyPhotoAgain();
+    }, (failure) => {
+      // A fresh worker that crashes is handled as any crash; one that refuses to start is final.
+      if (!(failure instanceof WorkerCrash)) giveUp(failure);
+    });
+  }
+
+  function giveUp(error) {
+    running = false;
+    worker.worker.terminate();
+    workerReady = Promise.reject(new WorkerCrash(error.message));
+    workerReady.catch(() => {});
+    startButton.disabled = true;
+    photoButton.disabled = true;
+    stop('crashed', error.message);
+  }
+
   startButton.disabled = false;
   photoButton.disabled = false;
+  running = true;
   setState('off');
 }

@@ -4,33 +4,51 @@
 
 const messageOf = (error) => error?.message ?? String(error);
 
-/** Page side: `request(type, message, transfer)` resolves to the worker's reply; events go to `onEvent`. */
+/** Why a request failed when the worker itself stopped, rather than the request's handler. */
+export class WorkerCrash extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'WorkerCrash';
+  }
+}
+
+/**
+ * Page side: `request(type, message, transfer)` resolves to the worker's reply; events go to
+ * `onEvent`. An error the worker did not handle is a crash: the worker is terminated (its state
+ * can no longer be trusted), every request waiting or made later fails with a WorkerCrash, and
+ * `onCrash(error)` is called once, before those failures are seen.
+ */
 export class WorkerClient {
   constructor(url, { onEvent = () => {}, onCrash = () => {} } = {}) {
     this.worker = new Worker(url, { type: 'module' });
     this.pending = new Map();
     this.nextId = 0;
+    this.crashed = null;
     this.worker.onmessage = ({ data }) => {
       if (data.event) {
         onEvent(data);
         return;
       }
       const { id, ok, message, ...result } = data;
-      const { resolve, reject } = this.pending.get(id);
+      const waiting = this.pending.get(id);
+      if (!waiting) return; // answered already, by a crash
       this.pending.delete(id);
-      if (ok) resolve(result);
-      else reject(new Error(message));
+      if (ok) waiting.resolve(result);
+      else waiting.reject(new Error(message));
     };
     this.worker.onerror = (event) => {
       event.preventDefault();
-      const error = new Error(`the worker stopped: ${event.message ?? 'it did not load'}`);
-      for (const { reject } of this.pending.values()) reject(error);
+      if (this.crashed) return;
+      this.crashed = new WorkerCrash(`the worker stopped: ${event.message || 'it did not load'}`);
+      this.worker.terminate();
+      onCrash(this.crashed);
+      for (const { reject } of this.pending.values()) reject(this.crashed);
       this.pending.clear();
-      onCrash(error);
     };
   }
 
   request(type, message = {}, transfer = []) {
+    if (this.crashed) return Promise.reject(this.crashed);
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
