@@ -203,7 +203,7 @@ fn weights_within_limit(spec: &LayerSpec, count: Option<usize>) -> Result<()> {
         Some(count) if count <= MAX_LAYER_WEIGHTS => Ok(()),
         _ => Err(FerError::Model(format!(
             "{spec:?} would have {} weights; a layer may have at most {MAX_LAYER_WEIGHTS}",
-            count.map_or_else(|| "more than 2^64".to_string(), |c| c.to_string())
+            count.map_or_else(|| "more than can be counted".to_string(), |c| c.to_string())
         ))),
     }
 }
