@@ -262,7 +262,10 @@ fn whole_network_parameter_gradients() {
         ],
         classes: 3,
     };
-    let mut network = Network::new(spec, 5).unwrap();
+    // Weights with no ReLU or max-pool kink within STEP of any checked parameter's value (seed 5's
+    // put one there once conv and dense layers drew as PyTorch does: numeric −0.0298 at STEP,
+    // −0.0280 at a tenth of it, analytic −0.0281).
+    let mut network = Network::new(spec, 6).unwrap();
     let mut rng = Rng::seed_from_u64(11);
     let input = random_tensor(&[4, 1, 8, 8], &mut rng);
     let targets = smoothed_one_hot(&[0, 1, 2, 1], 3, 0.0);

@@ -9,9 +9,8 @@
 //! are ordered by channel, so group `g` is one band of rows and one gemm per group does it.
 
 use ndarray::IxDyn;
-use rand_distr::{Distribution, Normal};
 
-use super::{Layer, Mode, Padding, Param};
+use super::{fan_in_uniform, Layer, Mode, Padding, Param};
 use crate::engine::int8::{ConvGeometry, Epilogue, Int8Conv};
 use crate::engine::parallel::{for_each_item, map_ranges, map_sample_chunks};
 use crate::engine::tensor::{as_slice, as_slice_mut, gemm, matrix, matrix_mut, Rng, Tensor};
@@ -79,9 +78,8 @@ impl Conv2d {
         let (out_h, pad_top) = axis_geometry(in_h, kernel, stride, padding)?;
         let (out_w, pad_left) = axis_geometry(in_w, kernel, stride, padding)?;
         let fan_in = in_channels / groups * kernel * kernel;
-        // He initialisation: keeps activation variance steady through ReLU layers.
-        let normal = Normal::new(0.0, (2.0 / fan_in as f32).sqrt()).map_err(|e| e.to_string())?;
-        let weight = Tensor::from_shape_simple_fn(IxDyn(&[filters, in_channels / groups, kernel, kernel]), || normal.sample(rng));
+        let weight = fan_in_uniform(&[filters, in_channels / groups, kernel, kernel], fan_in, rng);
+        let bias = fan_in_uniform(&[filters], fan_in, rng);
         Ok(Conv2d {
             in_channels,
             in_h,
@@ -95,7 +93,7 @@ impl Conv2d {
             out_h,
             out_w,
             weight: Param::new(weight, true),
-            bias: Param::new(Tensor::zeros(IxDyn(&[filters])), false),
+            bias: Param::new(bias, false),
             input: None,
             int8_inference: false,
             int8_conv: None,

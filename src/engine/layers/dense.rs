@@ -1,9 +1,8 @@
 //! Fully connected layer: `y [n, units] = x [n, inputs] · weightᵀ + bias`, weight `[units, inputs]`.
 
 use ndarray::IxDyn;
-use rand_distr::{Distribution, Normal};
 
-use super::{Layer, Mode, Param};
+use super::{fan_in_uniform, Layer, Mode, Param};
 use crate::engine::tensor::{as_slice, as_slice_mut, gemm, matrix, matrix_mut, Rng, Tensor};
 
 /// Batches up to this size skip sgemm in the forward pass.
@@ -19,11 +18,9 @@ pub struct Dense {
 
 impl Dense {
     pub fn new(inputs: usize, units: usize, rng: &mut Rng) -> Dense {
-        // LeCun initialisation (std √(1/fan_in)): a dense layer is often the last one, with no
-        // ReLU after it, and He's factor 2 there starts training with over-confident logits.
-        let normal = Normal::new(0.0, (1.0 / inputs as f32).sqrt()).expect("a finite positive std");
-        let weight = Tensor::from_shape_simple_fn(IxDyn(&[units, inputs]), || normal.sample(rng));
-        Dense { inputs, units, weight: Param::new(weight, true), bias: Param::new(Tensor::zeros(IxDyn(&[units])), false), input: None }
+        let weight = fan_in_uniform(&[units, inputs], inputs, rng);
+        let bias = fan_in_uniform(&[units], inputs, rng);
+        Dense { inputs, units, weight: Param::new(weight, true), bias: Param::new(bias, false), input: None }
     }
 }
 
