@@ -6,6 +6,7 @@ pub mod file;
 pub mod grow;
 pub mod merge;
 pub mod metadata;
+pub mod onnx;
 pub mod presets;
 
 pub use average::average;
@@ -13,4 +14,5 @@ pub use file::{as_stored, load_model, save_model, LoadedModel, StoredDtype};
 pub use grow::deepen;
 pub use merge::merge;
 pub use metadata::ModelMetadata;
+pub use onnx::{export_onnx, import_onnx, load_any_model};
 pub use presets::{preset, PRESETS};
