@@ -9,6 +9,7 @@
 #   ./build.sh setup      install the tools only
 #   ./build.sh bench      print speed figures (native and in-browser)
 #   ./build.sh fuzz       run each fuzz target (fuzz/) for FUZZ_SECONDS (default 60) each
+#   ./build.sh torch      install the PyTorch reference (reference/torch/) into .venv-torch
 # Each install step is skipped when the tool is already there at the right version.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -67,6 +68,35 @@ setup() {
     ensure_cargo_tool wasm-pack wasm-pack
     ensure_cargo_tool geckodriver geckodriver
     ensure_npm_packages
+    ensure_onnx_runtime
+}
+
+# A Python virtualenv VENV with the packages pinned in REQUIREMENTS, reinstalled only when that
+# file changes.
+ensure_venv() {
+    local venv=$1 requirements=$2
+    if [ -x "$venv/bin/python" ] && cmp -s "$requirements" "$venv/installed-requirements.txt"; then
+        return
+    fi
+    # Debian's python3 makes virtualenvs only with python3-venv (ensurepip) installed.
+    python3 -c 'import ensurepip' 2>/dev/null || ensure_apt_packages python3-venv
+    log "pip install -r $requirements into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+    cp "$requirements" "$venv/installed-requirements.txt"
+}
+
+# onnxruntime, for tests/onnx.rs: an independent runtime runs the exported models.
+ensure_onnx_runtime() {
+    ensure_venv .venv-onnx tests/onnx-requirements.txt
+}
+
+# The PyTorch reference (reference/torch/: our models as nn.Modules, a training script for GPUs,
+# the known-answer generator). Torch is large, so it is installed only on demand and nothing in
+# `./build.sh test` needs it.
+ensure_torch_env() {
+    ensure_venv .venv-torch reference/torch/requirements.txt
+    log ".venv-torch is ready: .venv-torch/bin/python reference/torch/train.py --help (docs/reference.md)"
 }
 
 # npm packages, pinned by package-lock.json: the page's third-party assets and binaryen's
@@ -174,5 +204,6 @@ case "${1:-serve}" in
     setup) setup ;;
     bench) setup; bench ;;
     fuzz) setup; fuzz ;;
-    *) echo "usage: $0 [serve|test|wasm|setup|bench|fuzz]" >&2; exit 2 ;;
+    torch) ensure_torch_env ;;
+    *) echo "usage: $0 [serve|test|wasm|setup|bench|fuzz|torch]" >&2; exit 2 ;;
 esac

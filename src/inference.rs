@@ -2,7 +2,7 @@
 //! (accuracy, per-class accuracy, confusion matrix) over rows of a dataset. The camera, the
 //! CLI's `eval` and the end of every training epoch all come through here.
 
-use ndarray::{Array2, ArrayView1, Axis};
+use ndarray::{Array2, ArrayView1, ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
 
 use crate::data::input::{face_to_input, Warp};
@@ -94,21 +94,37 @@ pub struct Evaluation {
 }
 
 pub fn evaluate(network: &mut Network, data: &Dataset, rows: &[usize], tta: Tta) -> Evaluation {
-    let mut confusion = [[0usize; NUM_CLASSES]; NUM_CLASSES];
-    let mut loss = 0.0f64;
-    predict_rows(network, data, rows, tta, |chunk, probs| {
-        for (&row, p) in chunk.iter().zip(probs.axis_iter(Axis(0))) {
-            let label = data.label(row) as usize;
-            confusion[label][argmax(p)] += 1;
-            loss -= (p[label].max(1e-30) as f64).ln();
+    let mut tally = EvaluationTally::default();
+    predict_rows(network, data, rows, tta, |chunk, probs| tally.add(chunk.iter().map(|&row| data.label(row)), probs.view()));
+    tally.finish()
+}
+
+/// Counts predictions against labels, a batch at a time, into an [`Evaluation`].
+#[derive(Default)]
+pub struct EvaluationTally {
+    confusion: [[usize; NUM_CLASSES]; NUM_CLASSES],
+    loss: f64,
+}
+
+impl EvaluationTally {
+    /// Probabilities `[n, 7]` and the `n` true labels.
+    pub fn add(&mut self, labels: impl IntoIterator<Item = u8>, probs: ArrayView2<f32>) {
+        for (label, p) in labels.into_iter().zip(probs.axis_iter(Axis(0))) {
+            let label = usize::from(label);
+            self.confusion[label][argmax(p)] += 1;
+            self.loss -= (p[label].max(1e-30) as f64).ln();
         }
-    });
-    let n: usize = confusion.iter().flatten().sum();
-    let correct: usize = (0..NUM_CLASSES).map(|k| confusion[k][k]).sum();
-    let mut per_class = [0.0; NUM_CLASSES];
-    for (k, acc) in per_class.iter_mut().enumerate() {
-        let total: usize = confusion[k].iter().sum();
-        *acc = if total > 0 { confusion[k][k] as f32 / total as f32 } else { 0.0 };
     }
-    Evaluation { accuracy: correct as f32 / n.max(1) as f32, n, per_class, confusion, loss: (loss / rows.len().max(1) as f64) as f32 }
+
+    pub fn finish(self) -> Evaluation {
+        let confusion = self.confusion;
+        let n: usize = confusion.iter().flatten().sum();
+        let correct: usize = (0..NUM_CLASSES).map(|k| confusion[k][k]).sum();
+        let mut per_class = [0.0; NUM_CLASSES];
+        for (k, acc) in per_class.iter_mut().enumerate() {
+            let total: usize = confusion[k].iter().sum();
+            *acc = if total > 0 { confusion[k][k] as f32 / total as f32 } else { 0.0 };
+        }
+        Evaluation { accuracy: correct as f32 / n.max(1) as f32, n, per_class, confusion, loss: (self.loss / n.max(1) as f64) as f32 }
+    }
 }

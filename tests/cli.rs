@@ -173,3 +173,31 @@ fn a_diverging_run_exits_non_zero_and_says_what_to_try() {
     assert!(!dir.join("m.safetensors").exists(), "no epoch finished: nothing worth saving");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn calibrate_fits_a_persons_captures_and_eval_reads_the_result() {
+    let dir = workdir("calibrate");
+    let mut rng = common::Lcg(5);
+    let mut csv = String::from("emotion,pixels,Usage\n");
+    for label in 0..7u8 {
+        for _ in 0..8 {
+            let face = common::shift::shifted_face(&common::synthetic_face(label, &mut rng), &mut rng);
+            let pixels: Vec<String> = face.iter().map(|p| p.to_string()).collect();
+            // Whatever the Usage says, every row is a capture.
+            csv += &format!("{label},{},PublicTest\n", pixels.join(" "));
+        }
+    }
+    std::fs::write(dir.join("me.csv"), csv).expect("CSV written");
+    let (stdout, stderr) = succeeds(&dir, &["calibrate", "--csv", "me.csv", "--epochs", "10", "--out", "me.safetensors"]);
+    assert!(stderr.contains("42 captures fitted") && stderr.contains("14 held out"), "{stderr}");
+    let line = stdout.lines().find(|l| l.starts_with("held-out captures (14): ")).unwrap_or_else(|| panic!("{stdout}"));
+    let percents: Vec<f32> = line.split_whitespace().filter_map(|w| w.strip_suffix('%')?.parse().ok()).collect();
+    assert!(percents.len() == 2 && percents[1] > percents[0], "{line}");
+    let (stdout, _) = succeeds(&dir, &["eval", "--model", "me.safetensors", "--csv", "me.csv", "--json"]);
+    let after: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert!(after["accuracy"].as_f64().unwrap() > 0.5, "the calibrated model reads the captures: {after}");
+
+    let stderr = fails(&dir, &["calibrate", "--csv", "me.csv", "--model", "absent.safetensors", "--out", "x.safetensors"]);
+    assert!(stderr.contains("absent.safetensors"), "{stderr}");
+    std::fs::remove_dir_all(&dir).ok();
+}

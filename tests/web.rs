@@ -4,12 +4,20 @@
 #![cfg(target_arch = "wasm32")]
 
 mod common;
+#[path = "common/known_answers.rs"]
+mod known_answers;
 
-use fer_cnn::train::TrainConfig;
-use fer_cnn::web::{DatasetLoader, Model, Training};
+use fer_cnn::train::{CalibrationConfig, TrainConfig};
+use fer_cnn::web::{Calibration, DatasetLoader, Model, Training};
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
+
+/// The message of the `Error` a wasm API call threw.
+fn message_of(error: wasm_bindgen::JsError) -> String {
+    let error = wasm_bindgen::JsValue::from(error);
+    js_sys::Reflect::get(&error, &"message".into()).ok().and_then(|m| m.as_string()).unwrap_or_default()
+}
 
 fn load(csv: &str, chunk: usize) -> fer_cnn::web::FaceDataset {
     let mut loader = DatasetLoader::new();
@@ -27,6 +35,13 @@ fn same_predictions_as_native_within_1e_5() {
 #[wasm_bindgen_test]
 fn same_integer_predictions_as_native_within_1e_5() {
     common::assert_matches_fixture(&common::reference_probabilities_int8(), &common::reference_fixture_int8());
+}
+
+#[wasm_bindgen_test]
+fn pytorchs_known_answers_hold_in_the_browser() {
+    // The native test's fixtures and tolerances (tests/known_answers.rs).
+    known_answers::assert_known_answers("seed", known_answers::SEED);
+    known_answers::assert_known_answers("batch_norm", known_answers::BATCH_NORM);
 }
 
 #[wasm_bindgen_test]
@@ -200,11 +215,10 @@ fn a_model_for_other_inputs_or_classes_is_refused_without_a_trap_and_the_current
             .unwrap_or_else(|_| panic!("saves"))
     };
     for (bytes, expected) in [(file([1, 1, 2], 7), "48x48"), (file([1, 48, 48], 5), "scores 5 classes")] {
-        let error = match Model::from_bytes(&bytes) {
+        let message = match Model::from_bytes(&bytes) {
             Ok(_) => panic!("a model for other faces must be refused"),
-            Err(error) => wasm_bindgen::JsValue::from(error),
+            Err(error) => message_of(error),
         };
-        let message = js_sys::Reflect::get(&error, &"message".into()).ok().and_then(|m| m.as_string()).unwrap_or_default();
         assert!(message.contains(expected), "{message}");
     }
     assert_eq!(current.predict(&face, "none").unwrap_or_else(|_| panic!("still predicts")), before);
@@ -216,12 +230,44 @@ fn hostile_model_files_are_refused_in_the_browser_without_a_trap() {
     let face = vec![128u8; 48 * 48];
     let before = current.predict(&face, "none").unwrap_or_else(|_| panic!("predicts"));
     for (what, bytes, expected) in common::hostile::hostile_files() {
-        let error = match Model::from_bytes(&bytes) {
+        let message = match Model::from_bytes(&bytes) {
             Ok(_) => panic!("{what}: loaded"),
-            Err(error) => wasm_bindgen::JsValue::from(error),
+            Err(error) => message_of(error),
         };
-        let message = js_sys::Reflect::get(&error, &"message".into()).ok().and_then(|m| m.as_string()).unwrap_or_default();
         assert!(message.contains(expected), "{what}: {message}");
     }
     assert_eq!(current.predict(&face, "none").unwrap_or_else(|_| panic!("still predicts")), before);
+}
+
+#[wasm_bindgen_test]
+fn the_default_model_is_calibrated_to_shifted_faces_in_the_browser() {
+    let model = Model::from_bytes(include_bytes!("../www/models/default.safetensors")).unwrap_or_else(|_| panic!("loads"));
+    let mut rng = common::Lcg(5);
+    let (mut faces, mut labels) = (Vec::new(), Vec::new());
+    for label in 0..7u8 {
+        for _ in 0..8 {
+            faces.extend(common::shift::shifted_face(&common::synthetic_face(label, &mut rng), &mut rng));
+            labels.push(label);
+        }
+    }
+    let options = CalibrationConfig { views: 2, epochs: 20, ..CalibrationConfig::default() };
+    let options = serde_wasm_bindgen::to_value(&options).unwrap_or_else(|_| panic!("options"));
+    let mut calibration = Calibration::new(model, &faces, &labels, options).unwrap_or_else(|e| panic!("{}", message_of(e)));
+    let phase = |progress: &wasm_bindgen::JsValue| js_sys::Reflect::get(progress, &"phase".into()).ok().and_then(|p| p.as_string());
+    let mut steps = 0;
+    while phase(&calibration.advance().unwrap_or_else(|_| panic!("advances"))).as_deref() != Some("finished") {
+        steps += 1;
+        assert!(steps < 1000, "a calibration finishes");
+    }
+    let report = calibration.report().unwrap_or_else(|_| panic!("report"));
+    let held_out = js_sys::Reflect::get(&report, &"held_out_accuracy".into()).unwrap_or_else(|_| panic!("scored"));
+    let accuracy = |when: &str| {
+        let evaluation = js_sys::Reflect::get(&held_out, &when.into()).unwrap_or_else(|_| panic!("{when}"));
+        js_sys::Reflect::get(&evaluation, &"accuracy".into()).ok().and_then(|a| a.as_f64()).unwrap_or_else(|| panic!("{when} accuracy"))
+    };
+    assert!(accuracy("after") >= accuracy("before") + 0.3, "{} → {}", accuracy("before"), accuracy("after"));
+    let bytes = calibration.export().unwrap_or_else(|_| panic!("exports"));
+    let mut calibrated = Model::from_bytes(&bytes).unwrap_or_else(|_| panic!("the calibrated model loads"));
+    let probs = calibrated.predict(&faces[..48 * 48], "none").unwrap_or_else(|_| panic!("predicts"));
+    assert_eq!(probs.len(), 7);
 }

@@ -133,3 +133,9 @@ impl Dataset {
         counts
     }
 }
+
+/// `count` of `rows` spread evenly through them (all of them when there are fewer).
+pub fn spread_evenly(rows: &[usize], count: usize) -> Vec<usize> {
+    let count = count.min(rows.len());
+    (0..count).map(|i| rows[i * rows.len() / count]).collect()
+}

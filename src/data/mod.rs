@@ -6,7 +6,7 @@ pub mod face;
 pub mod fer2013;
 pub mod input;
 
-pub use dataset::{Dataset, Usage};
+pub use dataset::{spread_evenly, Dataset, Usage};
 pub use face::{EMOTIONS, FACE_PIXELS, FACE_SIDE, NUM_CLASSES};
 #[cfg(not(target_arch = "wasm32"))]
 pub use fer2013::read_fer2013_path;

@@ -84,6 +84,17 @@ impl Network {
         activation.into_dimensionality::<Ix2>().expect("the network was built to output [n, classes]")
     }
 
+    /// The output of the first `count` layers for a batch, in evaluation mode (f32): the
+    /// features that the layers after them see (calibration fits a classifier on them).
+    pub fn forward_prefix(&mut self, input: Tensor, count: usize) -> Tensor {
+        let mut activation = standard(input);
+        let count = count.min(self.layers.len());
+        for layer in &mut self.layers[..count] {
+            activation = standard(layer.forward(activation, &mut Mode::Eval));
+        }
+        activation
+    }
+
     /// Layer `first` with the batch-norm and ReLU right after it folded into its output pass,
     /// where it can (an integer convolution): the output and how many layers it stood for.
     fn forward_fused(&mut self, first: usize, input: &Tensor) -> Option<(Tensor, usize)> {

@@ -6,24 +6,30 @@ use super::crop::{crop_face, fer_square};
 use super::detector::{DetectorOptions, TinyFaceDetector};
 use super::frame::Frame;
 use super::resample::AreaResampler;
-use super::tracks::FaceTracks;
+use super::tracks::{FaceTracks, Steadiness};
 use super::{Detection, Rect};
 use crate::data::{FACE_PIXELS, FACE_SIDE, NUM_CLASSES};
 use crate::engine::parallel::on_pool;
 use crate::engine::Network;
-use crate::inference::{predict_faces, Tta};
+use crate::inference::{argmax, predict_faces, Tta};
 use crate::{FerError, Result};
+use ndarray::ArrayView1;
 
 /// Faces classified per frame, the best-scored first.
 pub const MAX_FACES: usize = 4;
 
-/// A face found in a frame: the detector's box and score, and the square cropped from it.
-/// `#[repr(C)]`, 9 `f32`s: JS reads them as a `Float32Array`.
+/// A face found in a frame: the detector's box and score, the square cropped from it, and
+/// what the tracks say of it (video; a photo's faces are shown at once with their leading
+/// expression). `#[repr(C)]`, 11 `f32`s: JS reads them as a `Float32Array`.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 #[repr(C)]
 pub struct FoundFace {
     pub detection: Detection,
     pub crop: Rect,
+    /// The expression to show (an index, held through near ties).
+    pub label: f32,
+    /// 1 once the face has been seen in enough consecutive frames to be shown, else 0.
+    pub shown: f32,
 }
 
 /// Milliseconds each stage of the last frame took. `#[repr(C)]`: 3 `f32`s for JS.
@@ -115,7 +121,7 @@ impl FacePipeline {
         let found = now_ms();
         let count = self.detections.len().min(MAX_FACES);
         for ((detection, face), crop) in self.detections.iter().zip(&mut self.faces).zip(&mut self.crops).take(count) {
-            *face = FoundFace { detection: *detection, crop: fer_square(&detection.rect) };
+            *face = FoundFace { detection: *detection, crop: fer_square(&detection.rect), ..FoundFace::default() };
             crop_face(frame, face.crop, &mut self.resampler, crop)?;
         }
         let cropped = now_ms();
@@ -134,9 +140,20 @@ impl FacePipeline {
                 for (square, face) in squares.iter_mut().zip(&self.faces[..count]) {
                     *square = face.crop;
                 }
-                self.tracks.smooth(&squares[..count], self.probs[..count].as_flattened_mut());
+                let mut steadiness = [Steadiness::default(); MAX_FACES];
+                self.tracks.smooth(&squares[..count], self.probs[..count].as_flattened_mut(), &mut steadiness[..count]);
+                for (face, steady) in self.faces.iter_mut().zip(steadiness).take(count) {
+                    face.label = steady.label as f32;
+                    face.shown = if steady.is_shown() { 1.0 } else { 0.0 };
+                }
             }
-            FrameKind::Photo => self.tracks.clear(),
+            FrameKind::Photo => {
+                self.tracks.clear();
+                for (face, probs) in self.faces.iter_mut().zip(&self.probs).take(count) {
+                    face.label = argmax(ArrayView1::from(probs)) as f32;
+                    face.shown = 1.0;
+                }
+            }
         }
         self.face_count = count;
         self.timings = StageTimings {

@@ -1,9 +1,10 @@
 //! Training: the options ([`config`]), one optimiser step ([`trainer`], with [`distil`]lation,
 //! [`mixup`] and [`sam`] as options), precise batch-norm ([`batch_norm`]), checkpoints
 //! ([`checkpoint`]), the run every front end drives ([`run`]) and each preset's suggested
-//! recipe ([`recipe`]).
+//! recipe ([`recipe`]); calibration of a model's classifier to one person ([`calibrate`]).
 
 pub mod batch_norm;
+pub mod calibrate;
 pub mod checkpoint;
 pub mod config;
 pub mod distil;
@@ -14,6 +15,9 @@ mod sam;
 pub mod trainer;
 
 pub use batch_norm::{recalibrate_batch_norm, RECALIBRATION_FACES};
+pub use calibrate::{
+    calibrate, calibrated_metadata, split_captures, Calibration, CalibrationConfig, CalibrationProgress, CalibrationReport, ReferenceRows,
+};
 pub use config::{Schedule, TrainConfig};
 pub use distil::Teacher;
 pub use recipe::{presets_with_recipes, recipe, PresetInfo, Recipe};

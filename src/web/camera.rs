@@ -24,8 +24,9 @@ extern "C" {
 }
 
 /// `f32`s per face in [`Camera::faces`]: the detector's box (left, top, width, height) and
-/// score, then the square cropped from it (left, top, width, height), in frame pixels.
-pub const FACE_FIELDS: usize = 9;
+/// score, the square cropped from it (left, top, width, height), in frame pixels, then the
+/// label to show and whether to show the face yet (see `face::tracks`).
+pub const FACE_FIELDS: usize = 11;
 /// `f32`s in [`Camera::timings`]: milliseconds to find, crop and classify.
 pub const TIMING_FIELDS: usize = 3;
 const _: () = assert!(std::mem::size_of::<FoundFace>() == FACE_FIELDS * 4);
@@ -137,6 +138,8 @@ struct FaceFieldOffsets {
     crop_left: usize,
     crop_top: usize,
     crop_side: usize,
+    label: usize,
+    shown: usize,
 }
 
 /// Offset of a field of [`FoundFace`] in `f32`s.
@@ -146,8 +149,8 @@ macro_rules! f32_offset {
     };
 }
 
-/// `{ maxFaces, faceFields, faceField: { score, cropLeft, cropTop, cropSide }, cropSide,
-/// classes, timingFields }`: faces a frame reports at most, `f32`s per face in `faces()` and
+/// `{ maxFaces, faceFields, faceField: { score, cropLeft, cropTop, cropSide, label, shown },
+/// cropSide, classes, timingFields }`: faces a frame reports at most, `f32`s per face in `faces()` and
 /// where in them each field is, the crops' side in pixels, probabilities per face in
 /// `probs()`, `f32`s in `timings()`.
 #[wasm_bindgen(js_name = cameraLayout)]
@@ -160,6 +163,8 @@ pub fn camera_layout() -> Result<JsValue, JsError> {
             crop_left: f32_offset!(crop.left),
             crop_top: f32_offset!(crop.top),
             crop_side: f32_offset!(crop.width),
+            label: f32_offset!(label),
+            shown: f32_offset!(shown),
         },
         crop_side: FACE_SIDE,
         classes: NUM_CLASSES,

@@ -10,16 +10,18 @@ use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
 use crate::data::input::{face_to_input, AugmentConfig};
-use crate::data::{Dataset, Fer2013Parser, ParseReport, Usage, FACE_PIXELS, NUM_CLASSES};
+use crate::data::{spread_evenly, Dataset, Fer2013Parser, ParseReport, Usage, FACE_PIXELS, NUM_CLASSES};
 use crate::engine::network::batch_tensor;
 use crate::engine::{LayerSpec, ModelSpec, Network, OptimizerKind};
 use crate::inference::{evaluate, predict_faces, Tta};
-use crate::models::{load_model, preset, save_model, ModelMetadata, StoredDtype};
+use crate::models::{export_onnx, load_any_model, preset, save_model, ModelMetadata, StoredDtype};
 use crate::train::{presets_with_recipes, PresetInfo, Schedule, TrainConfig};
 use crate::FerError;
 
+mod calibration;
 mod camera;
 mod training;
+pub use calibration::Calibration;
 pub use camera::{camera_layout, Camera};
 pub use training::Training;
 
@@ -217,8 +219,7 @@ impl FaceDataset {
     pub fn spread_rows(&self, count: usize) -> Vec<u32> {
         let test = self.data.indices_of(Usage::PublicTest);
         let pool = if test.is_empty() { self.data.indices_of(Usage::Training) } else { test };
-        let count = count.min(pool.len());
-        (0..count).map(|i| pool[i * pool.len() / count] as u32).collect()
+        spread_evenly(&pool, count).into_iter().map(|r| r as u32).collect()
     }
 }
 
@@ -261,10 +262,11 @@ impl Model {
         Ok(Model { network, metadata: ModelMetadata::default(), stored: StoredDtype::F32 })
     }
 
-    /// Loads a `.safetensors` model file; the error says why a file does not load.
+    /// Loads a `.safetensors` or `.onnx` model file (told apart by content); the error says
+    /// why a file does not load.
     #[wasm_bindgen(js_name = fromBytes)]
     pub fn from_bytes(bytes: &[u8]) -> Result<Model, JsError> {
-        let loaded = load_model(bytes).map_err(js_error)?;
+        let loaded = load_any_model(bytes).map_err(js_error)?;
         Ok(Model { network: loaded.network, metadata: loaded.metadata, stored: loaded.stored })
     }
 
@@ -276,6 +278,13 @@ impl Model {
     pub fn to_bytes(&self, precision: &str) -> Result<Vec<u8>, JsError> {
         let dtype = StoredDtype::from_name(precision).map_err(js_error)?;
         save_model(&self.network, dtype, &self.metadata).map_err(js_error)
+    }
+
+    /// The model as an ONNX file (opset 13): `pixels` `[N, 1, 48, 48]` (grey 0–255) in,
+    /// `probabilities` `[N, 7]` out, with float32 weights (an int8 or f16 model's, dequantised).
+    #[wasm_bindgen(js_name = toOnnx)]
+    pub fn to_onnx(&self) -> Result<Vec<u8>, JsError> {
+        export_onnx(&self.network, &self.metadata).map_err(js_error)
     }
 
     /// How the file this model came from stored its weights: `f32`, `f16` or `int8` (`f32` for

@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test crate uses a different part
 
 pub mod hostile;
+pub mod shift;
 
 use fer_cnn::data::{Fer2013Parser, Parsed, FACE_PIXELS, FACE_SIDE};
 use fer_cnn::engine::{Network, OptimizerKind};

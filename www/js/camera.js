@@ -10,7 +10,11 @@
 // the video goes on where it is when the tab is shown again); if the worker crashes, a fresh
 // one gets the detector, the model and the test-time augmentation again and the video goes on,
 // unless it keeps crashing.
-import { argmax } from '../pkg/fer_cnn.js';
+//
+// A face is drawn once the tracks (Rust's face::tracks) have seen it in a few frames in a row,
+// named by the label they hold steady. The section dispatches 'camera-state' ({state}) and,
+// for each video frame, 'camera-faces' (the worker's reply and the layout), which the
+// calibration (calibrate.js) takes its captures from.
 import { WorkerClient, WorkerCrash } from './worker-rpc.js';
 
 const STATE_MESSAGES = {
@@ -85,21 +89,21 @@ class FaceCard {
     this.root.append(this.canvas, this.caption, bars);
   }
 
-  show(index, crop, probs, emotions) {
+  /** `label`: the expression to name, as the tracks hold it (not always the top bar). */
+  show(index, crop, probs, label, emotions) {
     const rgba = this.pixels.data;
     for (let i = 0; i < crop.length; i++) {
       rgba[4 * i] = rgba[4 * i + 1] = rgba[4 * i + 2] = crop[i];
       rgba[4 * i + 3] = 255;
     }
     this.context.putImageData(this.pixels, 0, 0);
-    let best = 0;
     probs.forEach((p, k) => {
-      if (p > probs[best]) best = k;
       this.bars[k].fill.style.width = `${(100 * p).toFixed(1)}%`;
       this.bars[k].value.textContent = `${Math.round(100 * p)}%`;
     });
-    this.caption.textContent = `Face ${index + 1}: ${emotions[best]} ${Math.round(100 * probs[best])}%`;
+    this.caption.textContent = `Face ${index + 1}: ${emotions[label]} ${Math.round(100 * probs[label])}%`;
     this.root.dataset.probs = Array.from(probs).join(',');
+    this.root.dataset.label = String(label);
     this.root.hidden = false;
   }
 }
@@ -208,6 +212,7 @@ async function runCamera({ section, registry }) {
     const live = state === 'asking' || state === 'starting' || state === 'on';
     startButton.hidden = live;
     stopButton.hidden = !live;
+    section.dispatchEvent(new CustomEvent('camera-state', { detail: { state } }));
   }
 
   /**
@@ -228,33 +233,40 @@ async function runCamera({ section, registry }) {
     }
     if (picture !== shown) return false;
     show(result, width, height, performance.now() - started);
+    // calibrate.js takes its captures from the video's faces.
+    if (!isPhoto) section.dispatchEvent(new CustomEvent('camera-faces', { detail: { ...result, layout } }));
     return true;
   }
 
   function show({ count, faces, crops, probs: allProbs, copyMs, findMs, cropMs, classifyMs, tta, int8 }, width, height, totalMs) {
     const { faceFields, cropSide, classes } = layout;
     const cropPixels = cropSide * cropSide;
+    let onShow = 0;
     for (let i = 0; i < layout.maxFaces; i++) {
       const box = boxNodes[i];
-      if (i >= count) {
+      const record = faces.subarray(i * faceFields, (i + 1) * faceFields);
+      // A face found in fewer consecutive frames than the tracks ask for is not drawn yet: a
+      // detector's one-frame false find never shows.
+      if (i >= count || !record[layout.faceField.shown]) {
         box.hidden = true;
         cards[i].root.hidden = true;
         continue;
       }
+      onShow += 1;
       // Draw the square the model sees, not the detector's raw box.
-      const record = faces.subarray(i * faceFields, (i + 1) * faceFields);
       const [left, top, side] = [record[layout.faceField.cropLeft], record[layout.faceField.cropTop], record[layout.faceField.cropSide]];
       box.style.left = `${(100 * left) / width}%`;
       box.style.top = `${(100 * top) / height}%`;
       box.style.width = `${(100 * side) / width}%`;
       box.style.height = `${(100 * side) / height}%`;
       const probs = allProbs.subarray(i * classes, (i + 1) * classes);
-      cards[i].show(i, crops.subarray(i * cropPixels, (i + 1) * cropPixels), probs, emotions);
-      const best = argmax(probs);
-      box.firstChild.textContent = `${i + 1} · ${emotions[best]}`;
+      // The label the tracks hold steady (with hysteresis), not the leading bar of this frame.
+      const label = record[layout.faceField.label];
+      cards[i].show(i, crops.subarray(i * cropPixels, (i + 1) * cropPixels), probs, label, emotions);
+      box.firstChild.textContent = `${i + 1} · ${emotions[label]}`;
       box.hidden = false;
     }
-    section.dataset.faces = String(count);
+    section.dataset.faces = String(onShow);
     noFace.hidden = count > 0;
     // The total runs from the frame's capture to its faces coming back, so it also counts
     // handing the frame to the worker and back.

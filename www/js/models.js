@@ -122,8 +122,21 @@ export class ModelRegistry extends EventTarget {
     setTimeout(() => URL.revokeObjectURL(link.href), 0);
   }
 
-  /// Loads a `.safetensors` file chosen by the user and makes it current. Throws an Error
-  /// whose message says why the file does not load; the current model stays in place.
+  /// The current model as an ONNX download (float32 weights: an int8 or f16 model's are
+  /// dequantised): `pixels` [N, 1, 48, 48] grey 0-255 in, `probabilities` [N, 7] out.
+  downloadCurrentOnnx() {
+    const model = this.current();
+    const bytes = model.toOnnx();
+    const link = document.createElement('a');
+    link.href = URL.createObjectURL(new Blob([bytes], { type: 'application/octet-stream' }));
+    link.download = `fer-${model.describe().spec.name}-${this.currentId}.onnx`;
+    link.click();
+    setTimeout(() => URL.revokeObjectURL(link.href), 0);
+  }
+
+  /// Loads a `.safetensors` or `.onnx` file (told apart by content) chosen by the user and
+  /// makes it current. Throws an Error whose message says why the file does not load; the
+  /// current model stays in place.
   async loadFile(file) {
     let model;
     try {
@@ -172,6 +185,16 @@ export class ModelRegistry extends EventTarget {
     }
     this.add(TRAINED_ID, saved.label, model, { select: selected === TRAINED_ID });
     return { label: saved.label, savedAt: saved.savedAt };
+  }
+
+  /// Remembers `id` as the model in use for the next visit, as choosing it in the menu does.
+  rememberSelected(id) {
+    storage.put(SELECTED_KEY, id).catch(() => {});
+  }
+
+  /// The id of the model in use when the page was left, or null.
+  async lastSelected() {
+    return storage.get(SELECTED_KEY).catch(() => null);
   }
 
   /// Deletes the kept model from IndexedDB and from the menu.

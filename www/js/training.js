@@ -48,6 +48,8 @@ export async function setupTraining({ fer, registry }) {
   page.isTraining = () => ['running', 'paused', 'stopping'].includes(page.trainState);
   Object.assign(handlers, dataSection(page), browseSection(page), trainSection(page), insideSection(page));
   await keepSection(page);
+  // The calibration (calibrate.js) runs in this worker too, where the loaded FER2013 file is.
+  return { worker, onEvent: (name, handler) => { handlers[name] = handler; } };
 }
 
 function dataSection(page) {
@@ -496,6 +498,16 @@ async function keepSection(page) {
       status.textContent = `Downloading "${registry.currentLabel()}".`;
     } catch (e) {
       show(error, `Could not write "${registry.currentLabel()}" as a file: ${e.message ?? e}`);
+    }
+  });
+
+  $('#model-download-onnx').addEventListener('click', () => {
+    show(error, '');
+    try {
+      registry.downloadCurrentOnnx();
+      status.textContent = `Downloading "${registry.currentLabel()}" as ONNX.`;
+    } catch (e) {
+      show(error, `Could not write "${registry.currentLabel()}" as ONNX: ${e.message ?? e}`);
     }
   });
 

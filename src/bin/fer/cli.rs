@@ -9,14 +9,17 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use fer_cnn::data::input::AugmentConfig;
-use fer_cnn::data::{read_fer2013_path, Dataset, Parsed, Usage, EMOTIONS};
+use fer_cnn::data::{read_fer2013_path, spread_evenly, Dataset, Parsed, Usage, EMOTIONS};
 use fer_cnn::engine::parallel::on_pool;
 use fer_cnn::engine::{Network, OptimizerKind};
 use fer_cnn::inference::{evaluate, predict_faces, Tta};
 use fer_cnn::models::{
     as_stored, average, deepen, load_model, merge, preset, save_model, LoadedModel, ModelMetadata, StoredDtype, PRESETS,
 };
-use fer_cnn::train::{recalibrate_batch_norm, training_rows, Schedule, Teacher, TrainConfig, Trainer, TrainingRun};
+use fer_cnn::train::{
+    calibrate, calibrated_metadata, recalibrate_batch_norm, training_rows, CalibrationConfig, ReferenceRows, Schedule, Teacher,
+    TrainConfig, Trainer, TrainingRun,
+};
 use fer_cnn::{FerError, Result};
 
 #[derive(Parser)]
@@ -35,6 +38,10 @@ enum Command {
     /// Re-measure a model's batch-norm statistics on every Training row, un-augmented
     /// ("precise batch-norm"; `train` does it on 8,192 of them after every epoch).
     Recalibrate(RecalibrateArgs),
+    /// Calibrate a model to one person: re-fit its classifier on their labelled captures (every
+    /// row of the CSV, whatever its Usage, in capture order); prints the accuracy before and
+    /// after on the last quarter of each expression's captures, kept out of the fit.
+    Calibrate(CalibrateArgs),
     /// Merge models of one architecture into one network whose logits are the mean of theirs
     /// (an ensemble in one file, as fast as running the members one after another); a merged
     /// model counts as the models it holds, so members can be added one at a time.
@@ -57,6 +64,33 @@ enum Command {
         /// A .safetensors model, or a preset name.
         model: String,
     },
+    /// Write a model as ONNX (opset 13): `pixels` [N, 1, 48, 48] (grey 0-255) in, `probabilities`
+    /// [N, 7] out, the input scaling and softmax inside the graph; int8 and f16 weights dequantised.
+    Export(ExportArgs),
+    /// Read an ONNX model made of the layers this engine has into a model file (.safetensors).
+    Import(ImportArgs),
+}
+
+#[derive(clap::Args)]
+struct ExportArgs {
+    /// A .safetensors model, or a preset name (its untrained weights)
+    #[arg(long)]
+    model: String,
+    /// Where to write the ONNX model
+    #[arg(long)]
+    onnx: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    /// The ONNX model to read
+    #[arg(long)]
+    onnx: PathBuf,
+    #[command(flatten)]
+    precision: Precision,
+    /// Where to write the model (.safetensors)
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -199,6 +233,38 @@ struct RecalibrateArgs {
     out: PathBuf,
 }
 
+#[derive(clap::Args)]
+struct CalibrateArgs {
+    /// The person's captures in FER2013's format (.csv or .csv.gz), in the order taken
+    #[arg(long)]
+    csv: PathBuf,
+    /// The model to calibrate (.safetensors; the page's default model when omitted)
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// A FER2013 file: some of its Training rows are fitted too (so the model keeps working on
+    /// other faces) and its PublicTest rows are scored before and after
+    #[arg(long)]
+    reference: Option<PathBuf>,
+    /// Training rows of --reference fitted alongside the captures
+    #[arg(long, default_value_t = 1400)]
+    replay: usize,
+    /// How far batch-norm statistics move to the captures', 0 to 1 [default: the library's]
+    #[arg(long)]
+    adapt_batch_norm: Option<f32>,
+    /// Pull towards the starting classifier, λ of λ‖W − W₀‖² [default: the library's]
+    #[arg(long)]
+    anchor: Option<f32>,
+    /// Passes over the captures' cached features [default: the library's]
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Store weights as f16 or int8 (--half, --int8); the model's own precision when neither
+    #[command(flatten)]
+    precision: Precision,
+    /// Where to write the calibrated model (.safetensors)
+    #[arg(long)]
+    out: PathBuf,
+}
+
 /// How a written model stores its weights (f32 unless one of these is given).
 #[derive(clap::Args)]
 struct Precision {
@@ -247,10 +313,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => train(args),
         Command::Eval(args) => eval(args),
         Command::Recalibrate(args) => recalibrate(args),
+        Command::Calibrate(args) => calibrate_model(args),
         Command::Merge(args) => merge_models(args),
         Command::Average(args) => average_models(args),
         Command::Bench { models, seconds } => bench(models, seconds),
         Command::Info { model } => info(&model),
+        Command::Export(args) => export_onnx_file(args),
+        Command::Import(args) => import_onnx_file(args),
     }
 }
 
@@ -460,6 +529,58 @@ fn recalibrate(args: RecalibrateArgs) -> Result<()> {
     Ok(())
 }
 
+fn calibrate_model(args: CalibrateArgs) -> Result<()> {
+    let model_path = args.model.clone().unwrap_or_else(default_model_path);
+    let LoadedModel { network, metadata, stored } = load_model(&read_file(&model_path)?)?;
+    let captures = load_csv(&args.csv, false)?;
+    let reference = args.reference.as_deref().map(|path| load_csv(path, false)).transpose()?;
+    let (replay, check) = match &reference {
+        Some(data) => (spread_evenly(&data.indices_of(Usage::Training), args.replay), data.indices_of(Usage::PublicTest)),
+        None => (Vec::new(), Vec::new()),
+    };
+    let reference_rows = reference.as_ref().map(|data| ReferenceRows { data, replay: &replay, check: &check });
+    let defaults = CalibrationConfig::default();
+    let config = CalibrationConfig {
+        adapt_batch_norm: args.adapt_batch_norm.unwrap_or(defaults.adapt_batch_norm),
+        anchor: args.anchor.unwrap_or(defaults.anchor),
+        epochs: args.epochs.unwrap_or(defaults.epochs),
+        ..defaults
+    };
+    let started = Instant::now();
+    let (network, report) = calibrate(network, &captures, reference_rows, config.clone(), |_| {})?;
+    eprintln!(
+        "calibrated in {:.1}s: {} captures fitted ({} views each), {} held out",
+        started.elapsed().as_secs_f32(),
+        report.fitted.iter().sum::<usize>(),
+        config.views,
+        report.held_out.iter().sum::<usize>()
+    );
+    let percent = |accuracy: f32| format!("{:.2}%", accuracy * 100.0);
+    match &report.held_out_accuracy {
+        Some(scores) => println!(
+            "held-out captures ({}): {} before, {} after",
+            scores.after.n,
+            percent(scores.before.accuracy),
+            percent(scores.after.accuracy)
+        ),
+        None => println!("no held-out captures: every expression needs two or more captures to score the calibration"),
+    }
+    if let Some(scores) = &report.reference_accuracy {
+        println!(
+            "PublicTest ({} faces): {} before, {} after",
+            scores.after.n,
+            percent(scores.before.accuracy),
+            percent(scores.after.accuracy)
+        );
+    }
+    let metadata = calibrated_metadata(metadata, &report);
+    let dtype = if args.precision.half || args.precision.int8 { args.precision.dtype() } else { stored };
+    let bytes = save_model(&network, dtype, &metadata)?;
+    write_file(&args.out, &bytes)?;
+    eprintln!("saved {} ({} bytes)", args.out.display(), bytes.len());
+    Ok(())
+}
+
 /// Loads `args.models` (two or more), combines them with `combine` and saves the result with
 /// `{verb}d_from` (the files' names) in its metadata; returns the result and its size in bytes.
 fn combine_models(args: &CombineArgs, verb: &str, combine: fn(&[Network]) -> Result<Network>) -> Result<(Network, usize)> {
@@ -543,10 +664,11 @@ fn eval(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// A model file's network and metadata, or a preset's freshly initialised network.
+/// A model file's network and metadata (.safetensors or .onnx), or a preset's freshly
+/// initialised network.
 fn model_or_preset(model: &str) -> Result<(Network, ModelMetadata)> {
     if Path::new(model).exists() {
-        let loaded = load_model(&read_file(Path::new(model))?)?;
+        let loaded = fer_cnn::models::load_any_model(&read_file(Path::new(model))?)?;
         Ok((loaded.network, loaded.metadata))
     } else {
         let spec = preset(model)
@@ -637,6 +759,35 @@ fn bench(models: Vec<String>, seconds: f64) -> Result<()> {
         );
     }
     println!("({threads} threads; classify is one face at a time, as the camera does)");
+    Ok(())
+}
+
+fn export_onnx_file(args: ExportArgs) -> Result<()> {
+    let (network, metadata) = model_or_preset(&args.model)?;
+    let bytes = fer_cnn::models::export_onnx(&network, &metadata)?;
+    write_file(&args.onnx, &bytes)?;
+    eprintln!(
+        "saved {} ({} bytes): '{}' as ONNX, opset {}",
+        args.onnx.display(),
+        bytes.len(),
+        network.spec().name,
+        fer_cnn::models::onnx::OPSET
+    );
+    Ok(())
+}
+
+fn import_onnx_file(args: ImportArgs) -> Result<()> {
+    let LoadedModel { network, metadata, .. } = fer_cnn::models::import_onnx(&read_file(&args.onnx)?)?;
+    let bytes = save_model(&network, args.precision.dtype(), &metadata)?;
+    write_file(&args.out, &bytes)?;
+    eprintln!(
+        "saved {} ({} bytes): '{}', {} layers, {} parameters",
+        args.out.display(),
+        bytes.len(),
+        network.spec().name,
+        network.spec().layers.len(),
+        network.parameter_count()
+    );
     Ok(())
 }
 
