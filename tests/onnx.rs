@@ -338,6 +338,12 @@ fn nodes(model: &mut ModelProto) -> &mut Vec<NodeProto> {
     &mut model.graph.as_mut().expect("a graph").node
 }
 
+/// Changes the initializer called `name` (every one, should there be several).
+fn initializer(model: &mut ModelProto, name: &str, change: &dyn Fn(&mut TensorProto)) {
+    let graph = model.graph.as_mut().expect("a graph");
+    graph.initializer.iter_mut().filter(|t| t.name.as_deref() == Some(name)).for_each(change);
+}
+
 fn import_error(model: &ModelProto) -> String {
     match import_onnx(&model.encode_to_vec()) {
         Ok(_) => panic!("imported"),
@@ -368,14 +374,7 @@ fn graphs_the_engine_cannot_run_are_refused_naming_the_reason() {
         ),
         (
             "another input scaling",
-            with(&|m| {
-                let graph = m.graph.as_mut().expect("a graph");
-                graph
-                    .initializer
-                    .iter_mut()
-                    .filter(|t| t.name.as_deref() == Some("preprocess.scale"))
-                    .for_each(|t| t.raw_data = Some(255f32.to_le_bytes().to_vec()));
-            }),
+            with(&|m| initializer(m, "preprocess.scale", &|t| t.raw_data = Some(255f32.to_le_bytes().to_vec()))),
             "(p - 128) / 64",
         ),
         ("a branch", with(&|m| nodes(m)[4].input[0] = "pixels".into()), "only a chain of layers"),
@@ -401,54 +400,16 @@ fn graphs_the_engine_cannot_run_are_refused_naming_the_reason() {
             }),
             "ceil_mode",
         ),
-        (
-            "a huge weight",
-            with(&|m| {
-                let graph = m.graph.as_mut().expect("a graph");
-                graph
-                    .initializer
-                    .iter_mut()
-                    .filter(|t| t.name.as_deref() == Some("layers.0.weight"))
-                    .for_each(|t| t.dims = vec![1 << 20, 1 << 20, 4, 4]);
-            }),
-            "holds more than",
-        ),
-        (
-            "a weight of the wrong size",
-            with(&|m| {
-                let graph = m.graph.as_mut().expect("a graph");
-                graph
-                    .initializer
-                    .iter_mut()
-                    .filter(|t| t.name.as_deref() == Some("layers.0.weight"))
-                    .for_each(|t| t.dims = vec![8, 1, 4, 5]);
-            }),
-            "square kernels",
-        ),
+        ("a huge weight", with(&|m| initializer(m, "layers.0.weight", &|t| t.dims = vec![1 << 20, 1 << 20, 4, 4])), "holds more than"),
+        ("a weight of the wrong size", with(&|m| initializer(m, "layers.0.weight", &|t| t.dims = vec![8, 1, 4, 5])), "square kernels"),
         (
             "NaN weights",
             with(&|m| {
-                let graph = m.graph.as_mut().expect("a graph");
-                graph
-                    .initializer
-                    .iter_mut()
-                    .filter(|t| t.name.as_deref() == Some("layers.0.bias"))
-                    .for_each(|t| t.raw_data = Some([f32::NAN; 8].iter().flat_map(|v| v.to_le_bytes()).collect()));
+                initializer(m, "layers.0.bias", &|t| t.raw_data = Some([f32::NAN; 8].iter().flat_map(|v| v.to_le_bytes()).collect()))
             }),
             "NaN",
         ),
-        (
-            "external data",
-            with(&|m| {
-                let graph = m.graph.as_mut().expect("a graph");
-                graph
-                    .initializer
-                    .iter_mut()
-                    .filter(|t| t.name.as_deref() == Some("layers.0.weight"))
-                    .for_each(|t| t.data_location = Some(1));
-            }),
-            "stored outside",
-        ),
+        ("external data", with(&|m| initializer(m, "layers.0.weight", &|t| t.data_location = Some(1))), "stored outside"),
         ("a newer opset", with(&|m| m.opset_import[0].version = Some(99)), "operator set 99"),
         (
             "another input shape",

@@ -30,9 +30,10 @@ export async function pagePolicy(root = WWW) {
  * out the cross-origin isolation headers, as a plain static host would (no SharedArrayBuffer, so
  * no wasm threads). The page's policy goes out as a header too, as build.sh's server sends it:
  * only a header binds the workers. Nothing outside `root` is served, through '..' (however it
- * is encoded) or through a symbolic link.
+ * is encoded) or through a symbolic link. `files` adds paths served from memory ({ '/x.csv':
+ * bytes }), with the same headers, ahead of `root`'s.
  */
-export async function serve(root = WWW, { isolated = true } = {}) {
+export async function serve(root = WWW, { isolated = true, files = {} } = {}) {
   const realRoot = await fs.realpath(root);
   const policy = await pagePolicy(root);
   const headers = {
@@ -47,6 +48,9 @@ export async function serve(root = WWW, { isolated = true } = {}) {
       urlPath = decodeURIComponent(new URL(`http://x${request.url}`).pathname);
     } catch {
       return response.writeHead(400).end('bad request');
+    }
+    if (Object.hasOwn(files, urlPath)) {
+      return response.writeHead(200, { 'Content-Type': TYPES[path.extname(urlPath)] ?? 'application/octet-stream', ...headers }).end(files[urlPath]);
     }
     try {
       const file = await fs.realpath(path.join(realRoot, urlPath.endsWith('/') ? `${urlPath}index.html` : urlPath));
@@ -127,7 +131,8 @@ export async function freePort() {
 /**
  * Headless Firefox (Debian's ESR) with `url` open, driven through geckodriver's W3C WebDriver
  * endpoints: playwright-core drives only its own patched Firefox builds. Resolves to
- * { call(method, route, body), session (the route prefix), driverPid, close() }.
+ * { call(method, route, body), session (the route prefix), driverPid, capabilities (the
+ * session's: browserVersion…), close() }.
  */
 export async function firefoxSession(url) {
   const port = await freePort();
@@ -148,7 +153,7 @@ export async function firefoxSession(url) {
         await new Promise((resolve) => setTimeout(resolve, 200));
       }
     }
-    const { sessionId } = await call('POST', '/session', {
+    const { sessionId, capabilities } = await call('POST', '/session', {
       capabilities: { alwaysMatch: { browserName: 'firefox', 'moz:firefoxOptions': { binary: process.env.FIREFOX ?? '/usr/bin/firefox', args: ['-headless'] } } },
     });
     const session = `/session/${sessionId}`;
@@ -157,11 +162,66 @@ export async function firefoxSession(url) {
       geckodriver.kill();
     };
     await call('POST', `${session}/url`, { url }).catch(async (error) => { await close(); throw error; });
-    return { call, session, driverPid: geckodriver.pid, close };
+    return { call, session, driverPid: geckodriver.pid, capabilities, close };
   } catch (error) {
     geckodriver.kill();
     throw error;
   }
+}
+
+/**
+ * Runs in a page: the async function whose source is `source`, called with `args` in a module
+ * worker (where the multi-threaded build may block, as in the page's own workers). Resolves to
+ * { value } or { error }.
+ */
+function runInModuleWorker({ source, args }) {
+  const code = `(${source})(${JSON.stringify(args)}).then((value) => postMessage({ value }), (error) => postMessage({ error: String(error?.stack ?? error) }));`;
+  const worker = new Worker(URL.createObjectURL(new Blob([code], { type: 'text/javascript' })), { type: 'module' });
+  return new Promise((resolve) => {
+    worker.onmessage = ({ data }) => resolve(data);
+    worker.onerror = (event) => resolve({ error: event.message ?? 'the worker did not start' });
+  }).finally(() => worker.terminate());
+}
+
+/**
+ * Headless Chromium (playwright-core) or Firefox ESR (geckodriver), by `name`, for benchmarks
+ * that run in a worker: resolves to { version, inWorker(fn, args), close() }. `inWorker` opens
+ * `url` afresh and runs the async function `fn(args)` (self-contained: it is passed as source)
+ * in a module worker there; it resolves to what `fn` returns, or throws what it threw.
+ */
+export async function workerBrowser(name, url) {
+  const unwrap = ({ value, error }) => {
+    if (error) throw new Error(`${name}: ${error}`);
+    return value;
+  };
+  if (name === 'chromium') {
+    const browser = await launch();
+    return {
+      version: `Chromium ${browser.version()}`,
+      async inWorker(fn, args) {
+        const page = await browser.newPage();
+        try {
+          await page.goto(url);
+          return unwrap(await page.evaluate(runInModuleWorker, { source: fn.toString(), args }));
+        } finally {
+          await page.close();
+        }
+      },
+      close: () => browser.close(),
+    };
+  }
+  if (name !== 'firefox') throw new Error(`no browser called ${name}: chromium or firefox`);
+  const { call, session, capabilities, close } = await firefoxSession(url);
+  await call('POST', `${session}/timeouts`, { script: 3_600_000 }).catch(async (error) => { await close(); throw error; });
+  return {
+    version: `Firefox ${capabilities.browserVersion}`,
+    async inWorker(fn, args) {
+      await call('POST', `${session}/url`, { url });
+      const script = `(${runInModuleWorker})({ source: arguments[0], args: arguments[1] }).then(arguments[2]);`;
+      return unwrap(await call('POST', `${session}/execute/async`, { script, args: [fn.toString(), args] }));
+    },
+    close,
+  };
 }
 
 /** The value after `--name` on the command line, or `fallback`. */
@@ -207,4 +267,35 @@ export function wasmMemoryBytes(worker) {
 export async function pageWorker(page, name) {
   const isIt = (worker) => worker.url().endsWith(`/js/${name}`);
   return page.workers().find(isIt) ?? page.waitForEvent('worker', { predicate: isIt, timeout: 30_000 });
+}
+
+/**
+ * FER2013-format lines (`emotion,pixels,Usage`, header first) with `rows[usage]` faces of each
+ * usage: each emotion draws a bright bar at its own height over a gradient, so the faces differ,
+ * a network learns them in an epoch, and the file compresses well.
+ */
+export function barFacesCsvLines(rows) {
+  const lines = ['emotion,pixels,Usage'];
+  let row = 0;
+  for (const [usage, n] of Object.entries(rows)) {
+    for (let i = 0; i < n; i++, row++) {
+      const label = row % 7;
+      const pixels = Array.from({ length: 2304 }, (_, p) => {
+        const [x, y] = [p % 48, Math.floor(p / 48)];
+        return Math.abs(y - (4 + 6 * label)) < 3 ? 230 : (x * 2 + y + row) % 120;
+      });
+      lines.push(`${label},${pixels.join(' ')},${usage}`);
+    }
+  }
+  return lines;
+}
+
+/** Drops a file called `name` holding `bytes` on the element at `selector`, as a user would. */
+export async function dropFile(page, selector, name, bytes) {
+  const dataTransfer = await page.evaluateHandle(({ name, base64 }) => {
+    const transfer = new DataTransfer();
+    transfer.items.add(new File([Uint8Array.from(atob(base64), (c) => c.charCodeAt(0))], name));
+    return transfer;
+  }, { name, base64: Buffer.from(bytes).toString('base64') });
+  await page.dispatchEvent(selector, 'drop', { dataTransfer });
 }

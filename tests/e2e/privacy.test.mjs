@@ -13,37 +13,14 @@ import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { fileURLToPath } from 'node:url';
-import { WWW, serve, withBrowser, openPage, freePort, pagePolicy } from './harness.mjs';
+import { WWW, serve, withBrowser, openPage, freePort, pagePolicy, barFacesCsvLines, dropFile } from './harness.mjs';
 import { SCENE_FACES, readScene, enlarge, y4m } from './face-scene.mjs';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const ROWS = { Training: 70, PublicTest: 14, PrivateTest: 7 };
 
-/** A small FER2013-format CSV (as training.test.mjs makes it): each emotion a bar at its own height. */
-function fer2013Csv() {
-  const lines = ['emotion,pixels,Usage'];
-  let row = 0;
-  for (const [usage, n] of Object.entries(ROWS)) {
-    for (let i = 0; i < n; i++, row++) {
-      const label = row % 7;
-      const pixels = Array.from({ length: 2304 }, (_, p) => {
-        const [x, y] = [p % 48, Math.floor(p / 48)];
-        return Math.abs(y - (4 + 6 * label)) < 3 ? 230 : (x * 2 + y + row) % 120;
-      });
-      lines.push(`${label},${pixels.join(' ')},${usage}`);
-    }
-  }
-  return `${lines.join('\n')}\n`;
-}
-
-async function drop(page, selector, name, bytes) {
-  const dataTransfer = await page.evaluateHandle(({ name, base64 }) => {
-    const transfer = new DataTransfer();
-    transfer.items.add(new File([Uint8Array.from(atob(base64), (c) => c.charCodeAt(0))], name));
-    return transfer;
-  }, { name, base64: Buffer.from(bytes).toString('base64') });
-  await page.dispatchEvent(selector, 'drop', { dataTransfer });
-}
+/** A small FER2013-format CSV. */
+const fer2013Csv = () => `${barFacesCsvLines(ROWS).join('\n')}\n`;
 
 /** A server on another loopback port (so another origin) that counts the requests reaching it. */
 async function otherOrigin() {
@@ -77,7 +54,7 @@ test('privacy: from load to camera, training and download, every request stays o
       await page.waitForSelector(`#camera[data-state="on"][data-faces="${SCENE_FACES}"]`, { timeout: 30_000 });
       await page.click('#camera-stop');
 
-      await drop(page, '#drop-zone', 'fer2013.csv.gz', zlib.gzipSync(fer2013Csv()));
+      await dropFile(page, '#drop-zone', 'fer2013.csv.gz', zlib.gzipSync(fer2013Csv()));
       await page.waitForSelector('#load-summary:not([hidden])', { timeout: 30_000 });
       await page.selectOption('#train-preset', 'seed');
       await page.fill('#train-form [name=epochs]', '1');

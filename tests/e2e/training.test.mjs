@@ -14,7 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { fileURLToPath } from 'node:url';
-import { withBrowser, openPage } from './harness.mjs';
+import { withBrowser, openPage, barFacesCsvLines, dropFile } from './harness.mjs';
 
 const SCREENSHOTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'screenshots');
 // The native CLI, which `cargo test --release` builds before these tests run.
@@ -23,23 +23,9 @@ const fer = (args) => execFileSync(FER, args, { encoding: 'utf8', stdio: ['ignor
 const ROWS = { Training: 280, PublicTest: 56, PrivateTest: 28 };
 const EMOTIONS = ['Angry', 'Disgust', 'Fear', 'Happy', 'Sad', 'Surprise', 'Neutral'];
 
-/**
- * A FER2013-format CSV: each emotion draws a bright bar at its own height over a gradient (so
- * the faces differ and compress well), then the malformed rows, each on a known line.
- */
+/** A FER2013-format CSV of bar faces (harness.mjs), then the malformed rows, each on a known line. */
 function fer2013Csv() {
-  const lines = ['emotion,pixels,Usage'];
-  let row = 0;
-  for (const [usage, n] of Object.entries(ROWS)) {
-    for (let i = 0; i < n; i++, row++) {
-      const label = row % 7;
-      const pixels = Array.from({ length: 2304 }, (_, p) => {
-        const [x, y] = [p % 48, Math.floor(p / 48)];
-        return Math.abs(y - (4 + 6 * label)) < 3 ? 230 : (x * 2 + y + row) % 120;
-      });
-      lines.push(`${label},${pixels.join(' ')},${usage}`);
-    }
-  }
+  const lines = barFacesCsvLines(ROWS);
   const good = Array(2304).fill(100).join(' ');
   const bad = [
     [`9,${good},Training`, 'emotion'],
@@ -55,28 +41,18 @@ function fer2013Csv() {
   return { csv: `${lines.join('\n')}\n`, badLines };
 }
 
-async function drop(page, selector, name, bytes) {
-  const dataTransfer = await page.evaluateHandle(({ name, base64 }) => {
-    const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
-    const transfer = new DataTransfer();
-    transfer.items.add(new File([bytes], name));
-    return transfer;
-  }, { name, base64: Buffer.from(bytes).toString('base64') });
-  await page.dispatchEvent(selector, 'drop', { dataTransfer });
-}
-
 test('drop FER2013, train seed for an epoch, keep the model across a reload', () => withBrowser([], async ({ server, browser }) => {
   const { csv, badLines } = fer2013Csv();
   const context = await browser.newContext({ viewport: { width: 1200, height: 900 } });
   const { page, errors } = await openPage(context, server.url);
 
   // A file that is not FER2013 at all is refused with a message.
-  await drop(page, '#drop-zone', 'notes.txt', Buffer.from('hello\nworld\n'));
+  await dropFile(page, '#drop-zone', 'notes.txt', Buffer.from('hello\nworld\n'));
   await page.waitForSelector('#load-error:not([hidden])');
   assert.match(await page.textContent('#load-error'), /Could not load "notes\.txt"/);
 
   // Load: the summary counts each Usage, the bad rows are listed with line and reason.
-  await drop(page, '#drop-zone', 'fer2013.csv.gz', zlib.gzipSync(csv));
+  await dropFile(page, '#drop-zone', 'fer2013.csv.gz', zlib.gzipSync(csv));
   await page.waitForSelector('#load-summary:not([hidden])', { timeout: 30_000 });
   assert.equal(await page.isHidden('#load-error'), true);
   const good = ROWS.Training + ROWS.PublicTest + ROWS.PrivateTest;
@@ -248,7 +224,7 @@ async function screenshots(page) {
 /** Drops the generated file on the page and starts training `preset` for `epochs`, with the
  * form's other fields as they are except `fields` and `choices` (name → value). */
 async function loadAndTrain(page, preset, epochs, fields = {}, choices = {}) {
-  await drop(page, '#drop-zone', 'fer2013.csv', Buffer.from(fer2013Csv().csv));
+  await dropFile(page, '#drop-zone', 'fer2013.csv', Buffer.from(fer2013Csv().csv));
   await page.waitForSelector('#load-summary:not([hidden])', { timeout: 30_000 });
   await page.selectOption('#train-preset', preset);
   await page.fill('#train-form [name=epochs]', String(epochs));
