@@ -526,12 +526,8 @@ impl Calibration {
         let held_out_before = nonempty(std::mem::take(&mut self.before_held_out));
         let check_before = nonempty(std::mem::take(&mut self.before_check));
         let pair = |before: Option<Evaluation>, after: Option<Evaluation>| Some(BeforeAfter { before: before?, after: after? });
-        for offset in 0..self.network.spec().layers.len() - self.head_start {
-            let fitted: Vec<Tensor> = self.head.layer_tensors(offset + 1).into_iter().map(|(_, t)| t.clone()).collect();
-            for ((_, target), value) in self.network.layer_tensors_mut(self.head_start + offset).into_iter().zip(fitted) {
-                *target = value;
-            }
-        }
+        let classifier_layers = self.network.spec().layers.len() - self.head_start;
+        copy_layers(&self.head, 1, &mut self.network, self.head_start, classifier_layers);
         self.report = Some(CalibrationReport {
             fitted: self.fitted,
             held_out: self.held_out,
@@ -617,11 +613,17 @@ fn head_network(network: &Network, head_start: usize) -> Result<Network> {
     layers.extend_from_slice(&spec.layers[head_start..]);
     let head_spec = ModelSpec { name: format!("{} classifier", spec.name), input: [width, 1, 1], layers, classes: spec.classes };
     let mut head = Network::new(head_spec, 0)?;
-    for offset in 0..spec.layers.len() - head_start {
-        let source: Vec<Tensor> = network.layer_tensors(head_start + offset).into_iter().map(|(_, t)| t.clone()).collect();
-        for ((_, target), value) in head.layer_tensors_mut(offset + 1).into_iter().zip(source) {
-            *target = value;
+    copy_layers(network, head_start, &mut head, 1, spec.layers.len() - head_start);
+    Ok(head)
+}
+
+/// Copies the tensors of `count` layers of `source`, from layer `source_first` on, into the same
+/// kind of layers of `target` from `target_first` on.
+fn copy_layers(source: &Network, source_first: usize, target: &mut Network, target_first: usize, count: usize) {
+    for offset in 0..count {
+        let values = source.layer_tensors(source_first + offset).into_iter().map(|(_, t)| t.clone());
+        for ((_, slot), value) in target.layer_tensors_mut(target_first + offset).into_iter().zip(values) {
+            *slot = value;
         }
     }
-    Ok(head)
 }
