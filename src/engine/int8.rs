@@ -33,6 +33,23 @@ pub struct Epilogue {
     pub relu: bool,
 }
 
+impl Epilogue {
+    /// Filter `filter`'s output `v` (its sum plus bias) through the folded layers, computed as
+    /// those layers compute it.
+    #[inline]
+    pub fn apply(&self, filter: usize, v: f32) -> f32 {
+        let v = match &self.affine {
+            Some((scale, shift)) => v * scale[filter] + shift[filter],
+            None => v,
+        };
+        if self.relu {
+            larger(v, 0.0)
+        } else {
+            v
+        }
+    }
+}
+
 /// Per row of `values` (`rows` rows, one per output channel): `q = round(w / scale)` with
 /// `scale = max |w| / 127` (0 for an all-zero row).
 pub fn quantise_rows(values: &[f32], rows: usize) -> (Vec<i8>, Vec<f32>) {

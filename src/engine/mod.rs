@@ -2,6 +2,7 @@
 //! the softmax cross-entropy loss, optimisers and learning-rate schedules, and a sequential
 //! network assembled from a list of layer specs.
 
+pub mod direct;
 pub mod int8;
 pub mod layers;
 pub mod loss;

@@ -28,7 +28,6 @@ pub const MAX_LAYERS: usize = 1000;
 pub struct Network {
     spec: ModelSpec,
     layers: Vec<Box<dyn Layer>>,
-    int8_inference: bool,
 }
 
 impl Network {
@@ -58,7 +57,7 @@ impl Network {
                 spec.classes
             )));
         }
-        Ok(Network { spec, layers, int8_inference: false })
+        Ok(Network { spec, layers })
     }
 
     pub fn spec(&self) -> &ModelSpec {
@@ -68,7 +67,7 @@ impl Network {
     /// Logits `[n, classes]` for a batch `[n, c, h, w]`.
     pub fn forward(&mut self, input: Tensor, mode: &mut Mode) -> Array2<f32> {
         let mut activation = standard(input);
-        let fuse = self.int8_inference && matches!(mode, Mode::Eval);
+        let fuse = matches!(mode, Mode::Eval);
         let mut next = 0;
         while next < self.layers.len() {
             if fuse {
@@ -96,7 +95,7 @@ impl Network {
     }
 
     /// Layer `first` with the batch-norm and ReLU right after it folded into its output pass,
-    /// where it can (an integer convolution): the output and how many layers it stood for.
+    /// where it can (a convolution): the output and how many layers it stood for.
     fn forward_fused(&mut self, first: usize, input: &Tensor) -> Option<(Tensor, usize)> {
         let (layer, after) = self.layers[first..].split_first_mut()?;
         let affine = after.first().and_then(|l| l.channel_affine());
@@ -110,7 +109,6 @@ impl Network {
     /// times 16-bit activations in the convolutions (`engine::int8`); the rest stays f32, and
     /// training and batch-norm recalibration are unaffected. Exact for int8 model files' weights.
     pub fn set_int8_inference(&mut self, on: bool) {
-        self.int8_inference = on;
         self.layers.iter_mut().for_each(|layer| layer.set_int8_inference(on));
     }
 

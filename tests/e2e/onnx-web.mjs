@@ -1,6 +1,6 @@
-// Shared by onnx.test.mjs and bench-onnx.mjs: onnxruntime-web (npm, in node_modules) served to
-// the page under /ort/ through a Playwright route, so it runs inside the page on the page's
-// origin (its Content-Security-Policy allows nothing else), and faces both engines classify.
+// Shared by onnx.test.mjs and bench-inference.mjs: onnxruntime-web (npm, in node_modules) served
+// to the page under /ort/ through a Playwright route, so it runs inside the page on the page's
+// origin (its Content-Security-Policy allows nothing else), and faces the engines classify.
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';

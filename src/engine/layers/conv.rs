@@ -11,6 +11,7 @@
 use ndarray::IxDyn;
 
 use super::{fan_in_uniform, Layer, Mode, Padding, Param};
+use crate::engine::direct::{DirectConv, DirectGeometry};
 use crate::engine::int8::{ConvGeometry, Epilogue, Int8Conv};
 use crate::engine::parallel::{for_each_item, map_ranges, map_sample_chunks};
 use crate::engine::tensor::{as_slice, as_slice_mut, gemm, matrix, matrix_mut, Rng, Tensor};
@@ -37,6 +38,9 @@ pub struct Conv2d {
     /// This convolution in integer form (rounded weights, where each tap reads its input), made
     /// on the first integer forward pass and dropped whenever the weights may change (`params_mut`).
     int8_conv: Option<Int8Conv>,
+    /// This convolution laid out for `engine::direct`, where that is used (evaluation in f32 of
+    /// a short patch), made and dropped as `int8_conv` is.
+    direct_conv: Option<DirectConv>,
 }
 
 /// Output length and padding before the first element along one axis.
@@ -97,6 +101,7 @@ impl Conv2d {
             input: None,
             int8_inference: false,
             int8_conv: None,
+            direct_conv: None,
         })
     }
 
@@ -220,6 +225,96 @@ impl Conv2d {
         output
     }
 
+    /// Where `engine::direct` computes this convolution, if it does: in wasm, at stride 1
+    /// (every preset's). Natively the gemm stays: matrixmultiply picks AVX and fused
+    /// multiply-adds at run time there, which the direct kernel does not have.
+    fn direct_geometry(&self) -> Option<DirectGeometry> {
+        (cfg!(target_arch = "wasm32") && self.stride == 1).then_some(DirectGeometry {
+            channels: self.in_channels,
+            groups: self.groups,
+            in_h: self.in_h,
+            in_w: self.in_w,
+            kernel: self.kernel,
+            pad_top: self.pad_top,
+            pad_left: self.pad_left,
+            out_h: self.out_h,
+            out_w: self.out_w,
+        })
+    }
+
+    /// The evaluation forward pass in f32 through `engine::direct`, with `epilogue` folded in.
+    fn forward_direct(&mut self, input: &Tensor, geometry: DirectGeometry, epilogue: &Epilogue) -> Tensor {
+        if self.direct_conv.is_none() {
+            self.direct_conv = Some(DirectConv::new(as_slice(&self.weight.value), self.filters, geometry));
+        }
+        let this = &*self;
+        let conv = this.direct_conv.as_ref().expect("made above");
+        let n = input.shape()[0];
+        let mut output = Tensor::zeros(IxDyn(&[n, this.filters, this.out_h, this.out_w]));
+        let (in_len, out_len) = (this.in_len(), this.out_len());
+        let x = as_slice(input);
+        let bias = as_slice(&this.bias.value);
+        map_sample_chunks(as_slice_mut(&mut output), out_len, |samples, out| {
+            let mut planes = Vec::new();
+            for (sample, out) in samples.zip(out.chunks_exact_mut(out_len)) {
+                conv.lay_out(&x[sample * in_len..(sample + 1) * in_len], &mut planes);
+                conv.forward(&planes, bias, epilogue, out);
+            }
+        });
+        output
+    }
+
+    /// The forward pass through im2col and gemm; in evaluation, with `epilogue` folded into the
+    /// pass that adds the bias.
+    fn forward_gemm(&self, input: &Tensor, epilogue: &Epilogue) -> Tensor {
+        let n = input.shape()[0];
+        let mut output = Tensor::zeros(IxDyn(&[n, self.filters, self.out_h, self.out_w]));
+        let (patch, ohw, in_len, out_len) = (self.patch_len(), self.out_h * self.out_w, self.in_len(), self.out_len());
+        let (group_patch, group_filters) = (self.group_patch_len(), self.group_filters());
+        let x = as_slice(input);
+        let weight = as_slice(&self.weight.value);
+        let bias = as_slice(&self.bias.value);
+        map_sample_chunks(as_slice_mut(&mut output), out_len, |samples, out| {
+            // One gemm per group for the whole chunk: the weights are packed once, not once per sample.
+            let width = samples.len() * ohw;
+            let mut cols = vec![0.0f32; patch * width];
+            for (j, sample) in samples.clone().enumerate() {
+                self.im2col(&x[sample * in_len..(sample + 1) * in_len], &mut cols, width, j * ohw);
+            }
+            let mut y = vec![0.0f32; self.filters * width];
+            let groups = weight.chunks_exact(group_filters * group_patch).zip(cols.chunks_exact(group_patch * width));
+            for ((w, c), y) in groups.zip(y.chunks_exact_mut(group_filters * width)) {
+                gemm(
+                    1.0,
+                    &matrix(w, group_filters, group_patch),
+                    &matrix(c, group_patch, width),
+                    0.0,
+                    &mut matrix_mut(y, group_filters, width),
+                );
+            }
+            for j in 0..samples.len() {
+                for (f, &b) in bias.iter().enumerate() {
+                    let source = &y[f * width + j * ohw..][..ohw];
+                    let target = &mut out[j * out_len + f * ohw..][..ohw];
+                    target.iter_mut().zip(source).for_each(|(t, v)| *t = epilogue.apply(f, v + b));
+                }
+            }
+        });
+        output
+    }
+
+    /// The evaluation forward pass, with `epilogue` folded in: in integer arithmetic where that
+    /// is switched on, else direct where it can be, else through the gemm.
+    fn forward_eval(&mut self, input: &Tensor, epilogue: &Epilogue) -> Tensor {
+        if self.int8_inference {
+            self.forward_int8(input, epilogue)
+        } else if let Some(geometry) = self.direct_geometry() {
+            self.forward_direct(input, geometry, epilogue)
+        } else {
+            self.forward_gemm(input, epilogue)
+        }
+    }
+
     /// The adjoint of `im2col`: adds each column entry back onto the input pixel it came from.
     fn col2im(&self, cols: &[f32], width: usize, offset: usize, dx: &mut [f32]) {
         let (k, plane_len, ohw) = (self.kernel, self.in_h * self.in_w, self.out_h * self.out_w);
@@ -255,43 +350,11 @@ impl Conv2d {
 
 impl Layer for Conv2d {
     fn forward(&mut self, input: Tensor, mode: &mut Mode) -> Tensor {
-        if self.int8_inference && matches!(mode, Mode::Eval) {
-            return self.forward_int8(&input, &Epilogue { affine: None, relu: false });
+        let unfused = Epilogue { affine: None, relu: false };
+        if matches!(mode, Mode::Eval) {
+            return self.forward_eval(&input, &unfused);
         }
-        let n = input.shape()[0];
-        let mut output = Tensor::zeros(IxDyn(&[n, self.filters, self.out_h, self.out_w]));
-        let this = &*self;
-        let (patch, ohw, in_len, out_len) = (this.patch_len(), this.out_h * this.out_w, this.in_len(), this.out_len());
-        let (group_patch, group_filters) = (this.group_patch_len(), this.group_filters());
-        let x = as_slice(&input);
-        let weight = as_slice(&this.weight.value);
-        let bias = as_slice(&this.bias.value);
-        map_sample_chunks(as_slice_mut(&mut output), out_len, |samples, out| {
-            // One gemm per group for the whole chunk: the weights are packed once, not once per sample.
-            let width = samples.len() * ohw;
-            let mut cols = vec![0.0f32; patch * width];
-            for (j, sample) in samples.clone().enumerate() {
-                this.im2col(&x[sample * in_len..(sample + 1) * in_len], &mut cols, width, j * ohw);
-            }
-            let mut y = vec![0.0f32; this.filters * width];
-            let groups = weight.chunks_exact(group_filters * group_patch).zip(cols.chunks_exact(group_patch * width));
-            for ((w, c), y) in groups.zip(y.chunks_exact_mut(group_filters * width)) {
-                gemm(
-                    1.0,
-                    &matrix(w, group_filters, group_patch),
-                    &matrix(c, group_patch, width),
-                    0.0,
-                    &mut matrix_mut(y, group_filters, width),
-                );
-            }
-            for j in 0..samples.len() {
-                for (f, &b) in bias.iter().enumerate() {
-                    let source = &y[f * width + j * ohw..][..ohw];
-                    let target = &mut out[j * out_len + f * ohw..][..ohw];
-                    target.iter_mut().zip(source).for_each(|(t, v)| *t = v + b);
-                }
-            }
-        });
+        let output = self.forward_gemm(&input, &unfused);
         if mode.is_train() {
             self.input = Some(input);
         }
@@ -365,6 +428,7 @@ impl Layer for Conv2d {
 
     fn params_mut(&mut self) -> Vec<&mut Param> {
         self.int8_conv = None;
+        self.direct_conv = None;
         vec![&mut self.weight, &mut self.bias]
     }
 
@@ -373,7 +437,7 @@ impl Layer for Conv2d {
     }
 
     fn forward_fused(&mut self, input: &Tensor, epilogue: &Epilogue) -> Option<Tensor> {
-        self.int8_inference.then(|| self.forward_int8(input, epilogue))
+        Some(self.forward_eval(input, epilogue))
     }
 
     fn param_names(&self) -> &'static [&'static str] {

@@ -44,6 +44,29 @@ impl Window {
         }
     }
 
+    /// Evaluation's max-pooling of `planes` whole planes: per output row, the maxima down each
+    /// input column of its window rows (a loop over contiguous rows that vectorises), then
+    /// across each window's columns. Much faster than searching each window in turn, which
+    /// was half of `seed`'s time at batch 128 (8x8 windows).
+    fn max_planes(&self, x: &[f32], y: &mut [f32]) {
+        let (in_plane, out_plane) = (self.in_h * self.in_w, self.out_h * self.out_w);
+        let columns = (self.out_w - 1) * self.stride + self.size;
+        let mut column_max = vec![0.0f32; columns];
+        for (x, y) in x.chunks_exact(in_plane).zip(y.chunks_exact_mut(out_plane)) {
+            for (oy, y) in y.chunks_exact_mut(self.out_w).enumerate() {
+                let mut rows = x[oy * self.stride * self.in_w..].chunks(self.in_w).take(self.size);
+                column_max.copy_from_slice(&rows.next().expect("a window has a row")[..columns]);
+                for row in rows {
+                    column_max.iter_mut().zip(row).for_each(|(m, &v)| *m = if v > *m { v } else { *m });
+                }
+                for (ox, y) in y.iter_mut().enumerate() {
+                    let window = &column_max[ox * self.stride..][..self.size];
+                    *y = window[1..].iter().fold(window[0], |m, &v| if v > m { v } else { m });
+                }
+            }
+        }
+    }
+
     /// The flat input indices of the window starting at `start`.
     fn indices(&self, start: usize) -> impl Iterator<Item = usize> + '_ {
         (0..self.size).flat_map(move |dy| {
@@ -86,8 +109,7 @@ impl Layer for MaxPool2d {
             // Evaluation (the camera's hot path) needs only the maxima.
             let mut output = Tensor::zeros(IxDyn(&[n, c, oh, ow]));
             map_sample_chunks(as_slice_mut(&mut output), out_len, |samples, y| {
-                let x = &x[samples.start * in_len..samples.end * in_len];
-                this.window.for_each(samples.len() * c, |out_index, start| y[out_index] = x[this.argmax(x, start)]);
+                this.window.max_planes(&x[samples.start * in_len..samples.end * in_len], y);
             });
             return output;
         }
