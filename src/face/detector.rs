@@ -143,23 +143,34 @@ impl TinyFaceDetector {
 
     /// The faces in `frame`, best first, boxes in frame pixels, into `faces` (cleared first).
     pub fn detect(&mut self, frame: &Frame, options: &DetectorOptions, faces: &mut Vec<Detection>) -> Result<()> {
+        let whole_frame = Rect::new(0.0, 0.0, frame.width() as f32, frame.height() as f32);
+        self.detect_in(frame, whole_frame, options, faces)
+    }
+
+    /// The faces in `region` of `frame` (frame pixels; it may reach past the frame, whose edges
+    /// then extend outwards), searched as if the region were the whole frame: best first, boxes
+    /// in frame pixels, into `faces` (cleared first). A small region at a small input size
+    /// finds a face near where it was for a fraction of a whole-frame search.
+    pub fn detect_in(&mut self, frame: &Frame, region: Rect, options: &DetectorOptions, faces: &mut Vec<Detection>) -> Result<()> {
         options.validate()?;
         faces.clear();
+        if !(region.width >= 1.0 && region.height >= 1.0) {
+            return Err(FerError::Config(format!("a region to search for faces must be at least 1 pixel wide and high, got {region:?}")));
+        }
         let size = options.input_size;
-        // Scale the frame to fit the square, keeping its aspect ratio, as face-api.js does.
-        let scale = size as f32 / frame.width().max(frame.height()) as f32;
-        let resized_width = ((frame.width() as f32 * scale).round() as usize).clamp(1, size);
-        let resized_height = ((frame.height() as f32 * scale).round() as usize).clamp(1, size);
+        // Scale the region to fit the square, keeping its aspect ratio, as face-api.js does.
+        let scale = size as f32 / region.width.max(region.height);
+        let resized_width = ((region.width * scale).round() as usize).clamp(1, size);
+        let resized_height = ((region.height * scale).round() as usize).clamp(1, size);
         self.resized_rgb.resize(resized_width * resized_height * 3, 0.0);
-        let whole_frame = Rect::new(0.0, 0.0, frame.width() as f32, frame.height() as f32);
-        self.resampler.resample_rgb(frame, whole_frame, resized_width, resized_height, &mut self.resized_rgb)?;
+        self.resampler.resample_rgb(frame, region, resized_width, resized_height, &mut self.resized_rgb)?;
         self.fill_input(size, resized_width, resized_height);
 
         let cells = self.forward(size, (resized_height, resized_width));
         let cell_size = size as f32 / cells as f32;
         // From input pixels back to frame pixels, per axis (the resized sides were rounded).
-        let to_frame_x = frame.width() as f32 / resized_width as f32;
-        let to_frame_y = frame.height() as f32 / resized_height as f32;
+        let to_frame_x = region.width / resized_width as f32;
+        let to_frame_y = region.height / resized_height as f32;
         for (cell, outputs) in self.activations.chunks_exact(HEAD_OUTPUTS).enumerate() {
             let (row, col) = ((cell / cells) as f32, (cell % cells) as f32);
             for (anchor, v) in ANCHORS.iter().zip(outputs.chunks_exact(VALUES_PER_ANCHOR)) {
@@ -173,8 +184,8 @@ impl TinyFaceDetector {
                 let centre_x = (col + sigmoid(v[0])) * cell_size;
                 let centre_y = (row + sigmoid(v[1])) * cell_size;
                 let rect = Rect::new(
-                    (centre_x - width / 2.0) * to_frame_x,
-                    (centre_y - height / 2.0) * to_frame_y,
+                    region.left + (centre_x - width / 2.0) * to_frame_x,
+                    region.top + (centre_y - height / 2.0) * to_frame_y,
                     width * to_frame_x,
                     height * to_frame_y,
                 );
@@ -351,7 +362,7 @@ fn max_pool_2x2(input: &[f32], side: usize, channels: usize, stride: usize, out:
 }
 
 /// Keeps the best of each group of overlapping boxes, best first.
-fn non_max_suppression(faces: &mut Vec<Detection>) {
+pub(crate) fn non_max_suppression(faces: &mut Vec<Detection>) {
     faces.sort_by(|a, b| b.score.total_cmp(&a.score));
     let mut kept = 0;
     for i in 0..faces.len() {

@@ -5,6 +5,7 @@
 
 pub mod crop;
 pub mod detector;
+pub mod finder;
 pub mod frame;
 pub mod pipeline;
 pub mod resample;
@@ -13,8 +14,9 @@ pub mod tracks;
 
 pub use crop::{crop_face, fer_square, FER_FRAMING};
 pub use detector::{DetectorOptions, TinyFaceDetector};
+pub use finder::{FaceFinder, FinderOptions, Search};
 pub use frame::Frame;
-pub use pipeline::{FacePipeline, FrameKind, StageTimings, MAX_FACES};
+pub use pipeline::{FacePipeline, FrameKind, StageTimings, MAX_FACES, VIDEO_FINDER};
 pub use resample::AreaResampler;
 pub use tracks::FaceTracks;
 

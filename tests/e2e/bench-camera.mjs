@@ -1,11 +1,16 @@
 // Figures for the camera (not a test; run by hand or by ./build.sh bench):
 //
 //   node tests/e2e/bench-camera.mjs [--browser chromium|firefox|both] [--frames 300]
+//     [--faces 1|3] [--models default,fast] [--arithmetic int8,f32] [--live on|off] [--www DIR]
 //
 // In each browser, the page's own wasm packages find, crop and classify the faces of one
-// 640x480 frame (the test scene: three FER2013 faces) with the default model, --frames times
-// after a warm-up, and report the median and 90th percentile milliseconds per frame, per stage
-// as the wasm handle times them, and the frames/s that leaves. Three ways: the single-threaded
+// 640x480 frame (the test scene: three FER2013 faces, or with --faces 1 the one it finds best) with
+// each model of --models (files in www/models), --frames times after a warm-up, and report the
+// median, mean and 90th percentile milliseconds per frame, per stage as the wasm handle times
+// them, and the frames/s that leaves. The camera searches the whole frame only every few frames
+// and follows the faces it knows in between (src/face/finder.rs), so the mean is the figure
+// per frame over time and the 90th percentile is near a whole-frame search. `--www` serves
+// another copy of www/ (a build kept from before a change, to alternate with). Three ways: the single-threaded
 // build on the main thread, and in a worker (as the page's camera runs) the multi-threaded
 // build with a pool of one thread and of one thread per core. In Chromium it also runs the
 // page with a fake 30 frames/s camera for five seconds and reads the page's own figures (which
@@ -17,7 +22,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { serve, launch, firefoxSession, option } from './harness.mjs';
-import { readScene, enlarge, y4m } from './face-scene.mjs';
+import { readScene, enlarge, withOneFace, y4m, SCENE_FACES } from './face-scene.mjs';
 
 
 /**
@@ -25,7 +30,7 @@ import { readScene, enlarge, y4m } from './face-scene.mjs';
  * Camera.processVideoFrame on the given frame, with the wasm package `pkg` and, for the
  * multi-threaded one, a pool of `threads` threads (0: one per core).
  */
-async function timeFrames({ origin, pkg, threads, int8, greyBase64, width, height, frames }) {
+async function timeFrames({ origin, pkg, threads, int8, modelName, greyBase64, width, height, frames }) {
   const fer = await import(`${origin}/${pkg}/fer_cnn.js`);
   const { memory } = await fer.default();
   const pool = pkg === 'pkg-threads' ? threads || navigator.hardwareConcurrency : 1;
@@ -35,7 +40,7 @@ async function timeFrames({ origin, pkg, threads, int8, greyBase64, width, heigh
     if (!response.ok) throw new Error(`${url}: HTTP ${response.status} (run ./build.sh wasm)`);
     return response;
   };
-  const model = fer.Model.fromBytes(new Uint8Array(await (await fetchOk('/models/default.safetensors')).arrayBuffer()));
+  const model = fer.Model.fromBytes(new Uint8Array(await (await fetchOk(`/models/${modelName}.safetensors`)).arrayBuffer()));
   model.setInt8Inference(int8);
   const camera = new fer.Camera(
     await (await fetchOk('/vendor/face-detector/tiny_face_detector_model-weights_manifest.json')).text(),
@@ -56,10 +61,12 @@ async function timeFrames({ origin, pkg, threads, int8, greyBase64, width, heigh
     Object.entries({ total, find, crop, classify }).forEach(([stage, ms]) => stages[stage].push(ms));
   }
   const quantile = (values, q) => [...values].sort((a, b) => a - b)[Math.floor(q * (values.length - 1))];
+  const mean = (values) => values.reduce((sum, v) => sum + v, 0) / values.length;
+  const summary = (values) => ({ median: quantile(values, 0.5), mean: mean(values), p90: quantile(values, 0.9) });
   return {
     faces,
     pool,
-    ms: Object.fromEntries(Object.entries(stages).map(([stage, values]) => [stage, { median: quantile(values, 0.5), p90: quantile(values, 0.9) }])),
+    ms: Object.fromEntries(Object.entries(stages).map(([stage, values]) => [stage, summary(values)])),
     userAgent: navigator.userAgent,
     timerResolutionMs: (() => { const t = performance.now(); let u; while ((u = performance.now()) === t); return u - t; })(),
   };
@@ -82,25 +89,29 @@ function timeFramesInWorker({ source, args }) {
 }
 
 /**
- * The three ways to run the camera, each in f32 and in integer arithmetic (the page uses the
- * latter for int8 models such as the default one), as `timeFrames` arguments with a name.
+ * The three ways to run the camera, for each model and each arithmetic of --arithmetic (the
+ * page uses integer arithmetic for int8 models such as the default one), as `timeFrames`
+ * arguments with a name.
  */
 function variants(args) {
-  return [
+  const ways = [
     ['main thread, single-threaded build', { ...args, pkg: 'pkg', threads: 1 }, false],
     // A pool of one thread, then one per core.
     ['worker, multi-threaded build', { ...args, pkg: 'pkg-threads', threads: 1 }, true],
     ['worker, multi-threaded build', { ...args, pkg: 'pkg-threads', threads: 0 }, true],
-  ].flatMap(([name, variant, inWorker]) => [false, true].map((int8) => [`${name}, ${int8 ? 'int8' : 'f32'} arithmetic`, { ...variant, int8 }, inWorker]));
+  ];
+  const arithmetics = option('arithmetic', 'f32,int8').split(',');
+  return option('models', 'default').split(',').flatMap((modelName) => ways.flatMap(([name, variant, inWorker]) =>
+    arithmetics.map((arithmetic) => [`${name}, model ${modelName}, ${arithmetic} arithmetic`, { ...variant, modelName, int8: arithmetic === 'int8' }, inWorker])));
 }
 
 function report(browser, figures) {
   if (figures.error) throw new Error(`${browser}: ${figures.error}`);
   const { ms } = figures;
-  const fmt = ({ median, p90 }) => `${median.toFixed(1)} (p90 ${p90.toFixed(1)})`;
-  console.log(`${browser}, ${figures.pool} thread${figures.pool === 1 ? '' : 's'}: ${figures.faces} faces in a 640x480 frame; ms per frame, median (90th percentile): ` +
+  const fmt = ({ median, mean, p90 }) => `${median.toFixed(2)} (mean ${mean.toFixed(2)}, p90 ${p90.toFixed(2)})`;
+  console.log(`${browser}, ${figures.pool} thread${figures.pool === 1 ? '' : 's'}: ${figures.faces} face${figures.faces === 1 ? '' : 's'} in a 640x480 frame; ms per frame, median (mean, 90th percentile): ` +
     `find ${fmt(ms.find)} + crop ${fmt(ms.crop)} + classify ${fmt(ms.classify)} = ${fmt(ms.total)} ` +
-    `→ ${(1000 / ms.total.median).toFixed(0)} frames/s from wasm alone [${figures.userAgent}; timer step ${figures.timerResolutionMs.toFixed(3)} ms]`);
+    `→ ${(1000 / ms.total.mean).toFixed(0)} frames/s from wasm alone [${figures.userAgent}; timer step ${figures.timerResolutionMs.toFixed(3)} ms]`);
 }
 
 async function benchChromium(url, args) {
@@ -167,15 +178,17 @@ async function benchFirefox(url, args) {
 }
 
 const browsers = option('browser', 'both') === 'both' ? ['chromium', 'firefox'] : [option('browser')];
-const scene = enlarge(await readScene(), 2);
+const faces = option('faces', String(SCENE_FACES));
+if (faces !== '1' && faces !== String(SCENE_FACES)) throw new Error(`--faces takes 1 or ${SCENE_FACES}, got ${faces}`);
+const scene = enlarge(faces === '1' ? withOneFace(await readScene()) : await readScene(), 2);
 const args = { greyBase64: scene.grey.toString('base64'), width: scene.width, height: scene.height, frames: Number(option('frames', 300)) };
-const server = await serve();
+const server = option('www') ? await serve(option('www')) : await serve();
 args.origin = server.url.replace(/\/$/, '');
 try {
   console.log(`${os.cpus().length} cores (${os.cpus()[0].model}), load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
   if (browsers.includes('chromium')) {
     await benchChromium(server.url, args);
-    await liveChromium(server.url, scene);
+    if (option('live', 'on') === 'on') await liveChromium(server.url, scene);
   }
   if (browsers.includes('firefox')) await benchFirefox(server.url, args);
 } finally {

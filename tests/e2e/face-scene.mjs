@@ -7,6 +7,10 @@ import zlib from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 
 export const SCENE_FACES = 3;
+/** Where the scene's faces are (left, top, side), as SCENE_FACES in tests/face.rs. */
+const SCENE_SQUARES = [[16, 40, 96], [124, 120, 80], [214, 24, 88]];
+/** The face the detector finds best, which fake-face-camera.mjs films too. */
+const BEST_FOUND_FACE = 2;
 const SCENE_PATH = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../fixtures/face_scene.pgm');
 
 /** The test scene's grey pixels: { width, height, grey }. */
@@ -14,6 +18,22 @@ export async function readScene() {
   const pgm = await fs.readFile(SCENE_PATH);
   const [header, width, height] = pgm.toString('latin1', 0, 20).match(/^P5\s+(\d+)\s+(\d+)\s+255\s/);
   return { width: Number(width), height: Number(height), grey: pgm.subarray(header.length) };
+}
+
+/**
+ * The scene with only its best-found face: each other face's square is painted over by
+ * blending, along each row, the gradient just left and right of it.
+ */
+export function withOneFace({ width, height, grey }) {
+  const kept = Buffer.from(grey);
+  for (const [left, top, side] of SCENE_SQUARES.filter((_, i) => i !== BEST_FOUND_FACE)) {
+    const [x0, x1] = [Math.max(left - 2, 0), Math.min(left + side + 1, width - 1)];
+    for (let y = Math.max(top - 2, 0); y <= Math.min(top + side + 1, height - 1); y++) {
+      const [a, b] = [grey[y * width + x0], grey[y * width + x1]];
+      for (let x = x0 + 1; x < x1; x++) kept[y * width + x] = Math.round(a + ((b - a) * (x - x0)) / (x1 - x0));
+    }
+  }
+  return { width, height, grey: kept };
 }
 
 /** Nearest-neighbour enlargement by an integer factor: a 640x480 camera from the 320x240 scene. */

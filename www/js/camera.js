@@ -202,6 +202,9 @@ async function runCamera({ section, registry }) {
   let shown = 0; // bumped whenever the picture on show changes, so late results are dropped
   let photo = null; // the photo on show, to classify again when the model changes
   let fps = { frames: 0, since: performance.now(), value: 0 };
+  // Each stage's milliseconds over recent video frames: the worker searches the whole frame for
+  // faces only every few frames and follows them in between, so one frame's times jump.
+  let meanTimes = null;
   let framesShown = 0;
   const tabHidden = () => document.visibilityState === 'hidden';
 
@@ -238,7 +241,17 @@ async function runCamera({ section, registry }) {
     return true;
   }
 
-  function show({ count, faces, crops, probs: allProbs, copyMs, findMs, cropMs, classifyMs, tta, int8 }, width, height, totalMs) {
+  /** A video frame's stage times as running means (a tenth of each new frame); a photo's as they are. */
+  function smoothed(times, video) {
+    if (!video || !meanTimes) {
+      meanTimes = video ? { ...times } : null;
+      return times;
+    }
+    for (const [stage, ms] of Object.entries(times)) meanTimes[stage] += 0.1 * (ms - meanTimes[stage]);
+    return { ...meanTimes };
+  }
+
+  function show({ count, faces, crops, probs: allProbs, tta, int8, ...frameTimes }, width, height, frameMs) {
     const { faceFields, cropSide, classes } = layout;
     const cropPixels = cropSide * cropSide;
     let onShow = 0;
@@ -270,7 +283,9 @@ async function runCamera({ section, registry }) {
     noFace.hidden = count > 0;
     // The total runs from the frame's capture to its faces coming back, so it also counts
     // handing the frame to the worker and back.
-    const rate = section.dataset.state === 'on' ? ` · ${fps.value.toFixed(0)} frames/s` : '';
+    const video = section.dataset.state === 'on';
+    const rate = video ? ` · ${fps.value.toFixed(0)} frames/s` : '';
+    const { totalMs, copyMs, findMs, cropMs, classifyMs } = smoothed({ totalMs: frameMs, ...frameTimes }, video);
     stats.textContent = `${width}×${height}: ${totalMs.toFixed(1)} ms per frame, of which copy ${copyMs.toFixed(1)} + ` +
       `find ${findMs.toFixed(1)} + crop ${cropMs.toFixed(1)} + classify${tta === 'flip' ? ' (with mirror)' : ''} ` +
       `${classifyMs.toFixed(1)} ms${int8 ? ' in 8-bit arithmetic' : ''} in a worker on ${threads} thread${threads === 1 ? '' : 's'}${rate}`;
@@ -347,6 +362,7 @@ async function runCamera({ section, registry }) {
     placeholder.hidden = true;
     stage.style.aspectRatio = `${video.videoWidth} / ${video.videoHeight}`;
     fps = { frames: 0, since: performance.now(), value: 0 };
+    meanTimes = null;
     setState('on');
     nextFrame();
   }
