@@ -6,13 +6,34 @@
 
 Beyond a plain static server: the wasm MIME type, cross-origin isolation (lets the page measure
 its memory and the workers share memory between threads), and the page's Content-Security-Policy
-as a header as well as in its meta tag, since only a header binds the workers. Nothing outside
-the root is served, through '..' (however it is encoded) or through a symbolic link.
+as a header as well as in its meta tag, since only a header binds the workers. Text, wasm and
+model files go out gzip-compressed where the browser accepts it, as a static host sends them,
+with an ETag, so that revalidating an unchanged file costs a 304. Nothing outside the root is
+served, through '..' (however it is encoded) or through a symbolic link.
 """
+import functools
+import gzip
 import http.server
+import io
 import pathlib
 import re
 import sys
+
+COMPRESSIBLE = {".html", ".js", ".mjs", ".css", ".json", ".svg", ".wasm", ".safetensors", ".bin"}
+
+
+@functools.lru_cache(maxsize=64)
+def gzipped(path, mtime_ns, size):
+    """The file at `path` gzip-compressed; `mtime_ns` and `size` key the cache to its version."""
+    return gzip.compress(pathlib.Path(path).read_bytes(), compresslevel=9, mtime=0)
+
+
+def accepts_gzip(accept_encoding):
+    for part in (accept_encoding or "").split(","):
+        name, *parameters = [piece.strip() for piece in part.split(";")]
+        if name == "gzip":
+            return not any(p.replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000") for p in parameters)
+    return False
 
 
 def page_policy(root):
@@ -34,10 +55,35 @@ class Handler(http.server.SimpleHTTPRequestHandler):
 
     def send_head(self):
         # translate_path already drops '..' segments; a symbolic link could still lead out.
-        if not pathlib.Path(self.translate_path(self.path)).resolve().is_relative_to(self.root):
+        path = pathlib.Path(self.translate_path(self.path))
+        if not path.resolve().is_relative_to(self.root):
             self.send_error(404, "not found")
             return None
+        if path.is_dir() and self.path.split("?")[0].endswith("/"):
+            path = path / "index.html"
+        if path.suffix in COMPRESSIBLE and path.is_file() and accepts_gzip(self.headers.get("Accept-Encoding")):
+            return self.send_gzipped(path)
         return super().send_head()
+
+    def send_gzipped(self, path):
+        stat = path.stat()
+        etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}-gzip"'
+        if self.headers.get("If-None-Match") == etag:
+            self.send_response(304)
+            self.send_header("ETag", etag)
+            self.send_header("Vary", "Accept-Encoding")
+            self.end_headers()
+            return None
+        body = gzipped(str(path), stat.st_mtime_ns, stat.st_size)
+        self.send_response(200)
+        self.send_header("Content-Type", self.guess_type(str(path)))
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("ETag", etag)
+        self.send_header("Vary", "Accept-Encoding")
+        self.send_header("Last-Modified", self.date_time_string(stat.st_mtime))
+        self.end_headers()
+        return io.BytesIO(body)
 
     def end_headers(self):
         self.send_header("Cross-Origin-Opener-Policy", "same-origin")

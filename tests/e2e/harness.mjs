@@ -1,14 +1,18 @@
 // Shared by the end-to-end tests and benchmarks: serve www/ on a free loopback port the way
 // ./build.sh does (wasm MIME type, cross-origin isolation, the page's Content-Security-Policy
-// as a header), start Debian's headless Chromium with flags that keep it off the network (or
-// Firefox ESR through geckodriver), and open the page once the engine is ready. Every test
-// collects console errors and fails on them.
+// as a header) and a static host does (compressed, with ETags), start Debian's headless
+// Chromium with flags that keep it off the network (or Firefox ESR through geckodriver), and
+// open the page once the engine is ready. Every test collects console errors and fails on them.
 import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
+import os from 'node:os';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import zlib from 'node:zlib';
 import { chromium } from 'playwright-core';
 
 export const WWW = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../www');
@@ -25,6 +29,48 @@ export async function pagePolicy(root = WWW) {
   return /<meta http-equiv="Content-Security-Policy" content="([^"]+)">/.exec(html)?.[1] ?? null;
 }
 
+// Compressed as static hosts serve them (brotli where the browser accepts it, else gzip), with
+// the best settings, since a host compresses a static file once: text, wasm and model weights.
+const COMPRESSIBLE = new Set(['.html', '.js', '.mjs', '.css', '.json', '.svg', '.wasm', '.safetensors', '.bin']);
+const ENCODERS = {
+  br: (bytes) => promisify(zlib.brotliCompress)(bytes, {
+    params: { [zlib.constants.BROTLI_PARAM_QUALITY]: zlib.constants.BROTLI_MAX_QUALITY, [zlib.constants.BROTLI_PARAM_SIZE_HINT]: bytes.length },
+  }),
+  gzip: (bytes) => promisify(zlib.gzip)(bytes, { level: zlib.constants.Z_BEST_COMPRESSION }),
+};
+// Brotli at its best quality takes seconds per megabyte: each file version is compressed once
+// per process, and kept on disk for the next test file.
+const compressed = new Map();
+const COMPRESSED_DIR = path.join(os.tmpdir(), 'fer-e2e-compressed');
+
+/** `bytes` encoded with `encoding` ('br' or 'gzip'), from the caches where it was done before. */
+function compress(bytes, encoding) {
+  const digest = crypto.createHash('sha256').update(bytes).digest('hex');
+  const key = `${digest}.${encoding}`;
+  if (!compressed.has(key)) {
+    const file = path.join(COMPRESSED_DIR, key);
+    compressed.set(key, fs.readFile(file).catch(async () => {
+      const encoded = await ENCODERS[encoding](bytes);
+      await fs.mkdir(COMPRESSED_DIR, { recursive: true });
+      await fs.writeFile(`${file}.${process.pid}`, encoded);
+      await fs.rename(`${file}.${process.pid}`, file);
+      return encoded;
+    }));
+  }
+  return compressed.get(key);
+}
+
+/** The encoding to send a `.ext` file with, given the request's Accept-Encoding and the server's `encodings`. */
+function chooseEncoding(extension, acceptEncoding = '', encodings) {
+  if (!COMPRESSIBLE.has(extension)) return null;
+  const accepted = new Set(acceptEncoding.split(',').flatMap((part) => {
+    const [name, ...parameters] = part.split(';').map((piece) => piece.trim());
+    const quality = parameters.find((parameter) => parameter.startsWith('q='));
+    return quality && Number(quality.slice(2)) === 0 ? [] : [name];
+  }));
+  return encodings.find((encoding) => accepted.has(encoding)) ?? null;
+}
+
 /**
  * Serves `root` on 127.0.0.1 at a free port; resolves to { url, close }. `isolated: false` leaves
  * out the cross-origin isolation headers, as a plain static host would (no SharedArrayBuffer, so
@@ -32,8 +78,15 @@ export async function pagePolicy(root = WWW) {
  * only a header binds the workers. Nothing outside `root` is served, through '..' (however it
  * is encoded) or through a symbolic link. `files` adds paths served from memory ({ '/x.csv':
  * bytes }), with the same headers, ahead of `root`'s.
+ *
+ * As a static host does: files are sent compressed with the first of `encodings` (['br',
+ * 'gzip'] unless given; [] for none) that the request accepts, and with an ETag, so that a
+ * revalidation (every request: 'Cache-Control: no-cache') of an unchanged file is a 304.
+ * `onResponse({ path, status, encoding, bodyBytes, rawBytes, sentBytes, at })` is called for
+ * each response once sent: `sentBytes` counts the status line and headers too, `at` is
+ * performance.now() in this process.
  */
-export async function serve(root = WWW, { isolated = true, files = {} } = {}) {
+export async function serve(root = WWW, { isolated = true, files = {}, encodings = ['br', 'gzip'], onResponse = () => {} } = {}) {
   const realRoot = await fs.realpath(root);
   const policy = await pagePolicy(root);
   const headers = {
@@ -42,6 +95,34 @@ export async function serve(root = WWW, { isolated = true, files = {} } = {}) {
     'Cache-Control': 'no-cache',
   };
   const inside = (file) => file === realRoot || file.startsWith(realRoot + path.sep);
+
+  /** Sends `raw`, the body of `urlPath` (its file's `extension`), compressed and revalidated as described above. */
+  async function send(request, response, urlPath, raw, extension) {
+    const encoding = chooseEncoding(extension, request.headers['accept-encoding'], encodings);
+    const etag = `"${crypto.createHash('sha256').update(raw).digest('base64url').slice(0, 22)}${encoding ? `-${encoding}` : ''}"`;
+    const typeHeaders = {
+      'Content-Type': TYPES[extension] ?? 'application/octet-stream', ...headers, ETag: etag,
+      ...(COMPRESSIBLE.has(extension) && encodings.length ? { Vary: 'Accept-Encoding' } : {}),
+    };
+    const socket = request.socket;
+    const sentBefore = socket.bytesWritten;
+    let body = raw;
+    let status = 200;
+    if (request.headers['if-none-match'] === etag) {
+      status = 304;
+      body = Buffer.alloc(0);
+      response.writeHead(304, typeHeaders);
+    } else {
+      if (encoding) body = await compress(raw, encoding);
+      response.writeHead(200, { ...typeHeaders, ...(encoding ? { 'Content-Encoding': encoding } : {}), 'Content-Length': body.length });
+    }
+    response.on('finish', () => onResponse({
+      path: urlPath, status, encoding: status === 200 ? encoding : null, bodyBytes: body.length, rawBytes: status === 200 ? raw.length : 0,
+      sentBytes: socket.bytesWritten - sentBefore, at: performance.now(),
+    }));
+    response.end(request.method === 'HEAD' ? undefined : body);
+  }
+
   const server = http.createServer(async (request, response) => {
     let urlPath;
     try {
@@ -49,18 +130,17 @@ export async function serve(root = WWW, { isolated = true, files = {} } = {}) {
     } catch {
       return response.writeHead(400).end('bad request');
     }
-    if (Object.hasOwn(files, urlPath)) {
-      return response.writeHead(200, { 'Content-Type': TYPES[path.extname(urlPath)] ?? 'application/octet-stream', ...headers }).end(files[urlPath]);
-    }
+    if (Object.hasOwn(files, urlPath)) return send(request, response, urlPath, Buffer.from(files[urlPath]), path.extname(urlPath));
+    let body;
+    let file;
     try {
-      const file = await fs.realpath(path.join(realRoot, urlPath.endsWith('/') ? `${urlPath}index.html` : urlPath));
+      file = await fs.realpath(path.join(realRoot, urlPath.endsWith('/') ? `${urlPath}index.html` : urlPath));
       if (!inside(file)) throw new Error('outside the root');
-      const body = await fs.readFile(file);
-      response.writeHead(200, { 'Content-Type': TYPES[path.extname(file)] ?? 'application/octet-stream', ...headers });
-      response.end(body);
+      body = await fs.readFile(file);
     } catch {
-      response.writeHead(404).end('not found');
+      return response.writeHead(404).end('not found');
     }
+    return send(request, response, urlPath, body, path.extname(file));
   });
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address();
@@ -261,6 +341,11 @@ export function wasmMemoryBytes(worker) {
     const fer = await import(new URL(pkg, self.location.href));
     return (await fer.default()).memory.buffer.byteLength;
   });
+}
+
+/** The id of the shipped model the page starts with (models.js's FIRST_MODEL), as its menu names it. */
+export function firstModel(page) {
+  return page.evaluate(async () => (await import(new URL('js/models.js', location.href))).FIRST_MODEL);
 }
 
 /** The page's worker whose script is www/js/`name`, once it has started. */

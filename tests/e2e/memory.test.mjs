@@ -138,6 +138,7 @@ test('memory: the whole FER2013 file, loaded and trained with deep, fits the sta
     assert.ok(Math.abs(bytesPerRow / FER2013_BYTES_PER_ROW - 1) < 0.02, `rows as long as the real file's (${bytesPerRow.toFixed(0)} bytes)`);
 
     const { page, errors } = await openPage(browser, server.url);
+    await page.hover('#drop-zone'); // the training worker starts when the training section is approached
     const worker = await pageWorker(page, 'train-worker.js');
     const empty = await settledWasmMemory(worker, page);
     await page.setInputFiles('#data-file', file); // from disk: no copy of the file through the driver

@@ -1,23 +1,42 @@
-// Page entry: start the wasm engine, load the default model, then hand the shared pieces to
-// each section (camera, training, calibration). Sections never import each other; they share
-// the ModelRegistry, whose 'change' event says which model classifies faces; the calibration
-// listens to the camera section's events and runs in the training worker.
-import init, * as fer from '../pkg/fer_cnn.js';
+// Page entry: start the wasm engine and load the camera's first model (both fetched at once),
+// then hand the shared pieces to each section (camera, training, calibration). Sections never
+// import each other; they share the ModelRegistry, whose 'change' event says which model
+// classifies faces; the calibration listens to the camera section's events and runs in the
+// training worker.
+//
+// Before the camera's first prediction the page fetches one engine build, one model and the
+// face detector: the workers get the engine compiled (engine.js), the other shipped models
+// are fetched when chosen (models.js), and the training worker starts when the user reaches
+// for the training section (or at its first request).
+import { startPageEngine } from './engine.js';
 import { setupCalibration } from './calibrate.js';
 import { setupCamera } from './camera.js';
-import { ModelRegistry } from './models.js';
+import { FIRST_MODEL, ModelRegistry, fetchShippedModel } from './models.js';
 import { setupTraining } from './training.js';
 
 const status = document.querySelector('#engine-status');
 
+/** Starts `worker` (a WorkerClient) the first time the user points at, focuses or drags a file onto `section`. */
+function startWhenApproached(section, worker) {
+  const start = () => {
+    for (const type of ['pointerenter', 'focusin', 'dragenter']) section.removeEventListener(type, start);
+    worker.start().catch(() => {}); // a worker that fails to start fails its first request
+  };
+  for (const type of ['pointerenter', 'focusin', 'dragenter']) section.addEventListener(type, start);
+}
+
 async function main() {
-  await init();
+  const engine = startPageEngine();
+  const firstModel = fetchShippedModel(FIRST_MODEL);
+  firstModel.catch(() => {}); // reported below, once the engine has started
+  const { fer } = await engine;
   document.querySelector('#version').textContent = `fer-cnn ${fer.version()}`;
   const registry = new ModelRegistry(fer, document.querySelector('#model-select'), document.querySelector('#model-info'));
-  await registry.loadDefault();
+  await registry.loadShipped(FIRST_MODEL, { bytes: firstModel });
   const camera = document.querySelector('#camera');
   await setupCamera({ section: camera, registry });
   const training = await setupTraining({ fer, registry });
+  startWhenApproached(document.querySelector('#data'), training.worker);
   await setupCalibration({ fer, registry, camera, training });
   status.textContent = 'Ready';
   document.body.dataset.ready = 'true';

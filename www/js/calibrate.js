@@ -268,6 +268,7 @@ export async function setupCalibration({ fer, registry, camera, training }) {
     // Calibrating again starts from the model the camera used before, not from the
     // calibrated one (whose fit would be fitted again).
     const baseId = registry.currentId === PERSONAL_ID ? 'default' : registry.currentId;
+    if (!registry.entries.has(baseId)) await registry.loadShipped(baseId, { select: false }); // fetched when first needed
     const base = registry.entries.get(baseId);
     const { faces, labels } = captures.toArrays();
     show(error, '');

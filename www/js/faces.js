@@ -2,8 +2,11 @@
 // filters and activation maps. Everything is drawn at its natural pixel size and scaled by
 // CSS (`image-rendering: pixelated`), so a 48x48 face costs one 48x48 putImageData.
 
-// The face size and the arithmetic come from the wasm module (initialised by app.js first).
-import { argmax, faceSide } from '../pkg/fer_cnn.js';
+// The face size and the arithmetic come from the wasm module (started by app.js first).
+import { engineExports } from './engine.js';
+
+const faceSide = () => engineExports().faceSide();
+const argmax = (values) => engineExports().argmax(values);
 
 /** Pixels in one face (48x48), as Rust defines it. */
 export const facePixels = () => faceSide() ** 2;

@@ -1,8 +1,29 @@
-// Which model classifies faces: the default one shipped with the page, or one trained or
-// loaded by the user. Dispatches 'change' whenever the current model changes.
+// Which model classifies faces: one shipped with the page, or one trained or loaded by the
+// user. Dispatches 'change' whenever the current model changes.
+//
+// Of the shipped models only the camera's first one (FIRST_MODEL) is fetched as the page
+// starts; the others are listed in the menu and fetched when chosen, so the page's first
+// prediction waits for one model file only.
 //
 // The last model trained in the tab is kept in IndexedDB, with whether it was the one in use,
 // so it survives a reload. A model file that does not load leaves the current model in place.
+
+/** The models shipped with the page (www/models/), in menu order. */
+export const SHIPPED_MODELS = {
+  fast: { label: 'Fast model', file: 'models/fast.safetensors' },
+  default: { label: 'Default model', file: 'models/default.safetensors' },
+};
+
+/** The shipped model the camera starts with: the one model fetched before its first prediction. */
+export const FIRST_MODEL = 'fast';
+
+/** Fetches shipped model `id`'s file; resolves to its bytes. */
+export async function fetchShippedModel(id) {
+  const { label, file } = SHIPPED_MODELS[id];
+  const response = await fetch(file);
+  if (!response.ok) throw new Error(`the ${label.toLowerCase()} (${file}) is missing (HTTP ${response.status})`);
+  return new Uint8Array(await response.arrayBuffer());
+}
 
 const DATABASE = 'fer-cnn';
 const STORE = 'models';
@@ -41,19 +62,43 @@ export class ModelRegistry extends EventTarget {
     this.fer = fer;
     this.select = select;
     this.info = info;
-    this.entries = new Map(); // id -> { label, model }
-    select.addEventListener('change', () => {
-      this.use(select.value);
+    this.entries = new Map(); // id -> { label, model }, for the models loaded
+    this.loading = new Map(); // shipped model id -> its loading, while under way
+    for (const [id, { label }] of Object.entries(SHIPPED_MODELS)) select.add(new Option(label, id));
+    select.addEventListener('change', async () => {
+      const chosen = select.value;
+      if (!this.entries.has(chosen)) {
+        select.value = this.currentId; // until the chosen model has arrived
+        try {
+          await this.loadShipped(chosen, { select: false });
+        } catch (error) {
+          this.info.textContent = `${error.message ?? error}. Still using "${this.currentLabel()}".`;
+          return;
+        }
+      }
+      this.use(chosen);
       // Only the user's own choice is remembered, not the page's start-up defaults.
-      storage.put(SELECTED_KEY, select.value).catch(() => {});
+      storage.put(SELECTED_KEY, chosen).catch(() => {});
     });
   }
 
-  async loadDefault() {
-    const response = await fetch('models/default.safetensors');
-    if (!response.ok) throw new Error(`the default model is missing (HTTP ${response.status})`);
-    const bytes = new Uint8Array(await response.arrayBuffer());
-    this.add('default', 'Default model', this.fer.Model.fromBytes(bytes));
+  /**
+   * Loads shipped model `id` (from `bytes`, a promise of its file's bytes, when the file is
+   * being fetched already) and makes it current unless `select` is false; resolves to its
+   * Model. A model already loaded is not fetched again.
+   */
+  async loadShipped(id, { bytes = null, select = true } = {}) {
+    if (!this.entries.has(id)) {
+      if (!this.loading.has(id)) {
+        const loading = (bytes ?? fetchShippedModel(id)).then((file) => {
+          this.add(id, SHIPPED_MODELS[id].label, this.fer.Model.fromBytes(file), { select: false });
+        }).finally(() => this.loading.delete(id));
+        this.loading.set(id, loading);
+      }
+      await this.loading.get(id);
+    }
+    if (select) this.use(id);
+    return this.entries.get(id).model;
   }
 
   /// Adds (or replaces) a model; makes it current unless `select` is false.
@@ -71,13 +116,13 @@ export class ModelRegistry extends EventTarget {
     if (select || id === this.currentId) this.use(id);
   }
 
-  /// Removes a model; when it was current, the default model takes over.
+  /// Removes a model; when it was current, the camera's first model takes over.
   remove(id) {
     const entry = this.entries.get(id);
-    if (!entry || id === 'default') return;
+    if (!entry || Object.hasOwn(SHIPPED_MODELS, id)) return;
     this.entries.delete(id);
     [...this.select.options].find((o) => o.value === id)?.remove();
-    if (this.currentId === id) this.use('default');
+    if (this.currentId === id) this.use(FIRST_MODEL);
     entry.model.free();
   }
 
