@@ -69,12 +69,14 @@ def preset(name):
         return {"name": name, "input": [1, FACE_SIDE, FACE_SIDE], "layers": layers, "classes": NUM_CLASSES}
     if name == "deep":
         return vgg_spec(name, [[32, 32], [64, 64], [128, 128], [256]])
+    if name == "fast":
+        return vgg_spec(name, [[16], [32, 32], [64, 64], [128, 112]])
     if name == "deeper":
         return vgg_spec(name, [[32, 32], [64, 64], [128, 128, 128], [256, 256]])
-    raise ValueError(f"unknown preset '{name}'; choose one of: seed, mlp, deep, deeper")
+    raise ValueError(f"unknown preset '{name}'; choose one of: {', '.join(PRESETS)}")
 
 
-PRESETS = ["seed", "mlp", "deep", "deeper"]
+PRESETS = ["seed", "mlp", "deep", "fast", "deeper"]
 
 
 # ---------------------------------------------------------------------------------------------

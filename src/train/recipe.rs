@@ -41,7 +41,7 @@ pub fn recipe(preset_name: &str) -> Result<Recipe> {
         tta: Tta::None,
     };
     Ok(match preset_name {
-        "deep" => vgg(10),
+        "deep" | "fast" => vgg(10),
         "deeper" => vgg(8),
         _ => paper,
     })
