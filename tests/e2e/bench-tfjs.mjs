@@ -7,7 +7,7 @@
 // cross-origin isolation headers, opens tests/e2e/bench/ in Debian's headless Chromium, and for
 // each preset trains on the same synthetic FER2013 faces with batch 64, Adam 1e-3 and no
 // augmentation, timing `--seconds` of steps after a warm-up:
-//   - ours: the CSV through DatasetLoader, then `Training.trainSteps` (wasm, one thread), timed
+//   - ours: the CSV through DatasetLoader, then `Training.trainSlice` (wasm, one thread), timed
 //     before and after TF.js, as other load on the machine drifts;
 //   - TF.js: the preset rebuilt layer for layer as a tf.sequential, one optimizer.minimize per
 //     batch, on its wasm backend (default threads, then one thread if that differs) and on its cpu

@@ -2,7 +2,7 @@
 // and returns images/s (`window.bench`), or says which gradients a TF.js backend lacks
 // (`window.probe`). One configuration per page load, because TF.js fixes the wasm backend's
 // thread count when the backend starts.
-import init, { DatasetLoader, Model, Training, defaultTrainConfig } from '/www/pkg/fer_cnn.js';
+import init, { DatasetLoader, Model, Training, trainingOptions } from '/www/pkg/fer_cnn.js';
 
 const tf = window.tf;
 const SIDE = 48;
@@ -67,22 +67,22 @@ async function timeTraining(step, { seconds, warmupSeconds, setAside = () => 0 }
   };
 }
 
-/** Ours: the CSV through DatasetLoader, then `trainSteps` one batch per call. */
+/** Ours: the CSV through DatasetLoader, then `trainSlice` one batch per call. */
 async function oursTraining(preset, faces) {
   await init();
   const loader = new DatasetLoader();
   loader.push(new TextEncoder().encode(fer2013Csv(faces)));
   const data = loader.finish();
   const config = {
-    ...defaultTrainConfig(),
+    ...trainingOptions().defaults,
     epochs: 1_000_000, // never finishes while timed
     batch_size: BATCH, lr: LR, optimizer: ADAM, schedule: { type: 'constant' },
     augment: null, mixup_alpha: 0, label_smoothing: 0, class_weights: false, weight_decay: 0, seed: 1,
   };
   const model = Model.fromPreset(preset, 1n);
   const parameters = model.describe().parameters;
-  const training = new Training(model, data, config);
-  return { parameters, step: async () => training.trainSteps(data, 1).samples };
+  const training = new Training(model, data, config, undefined, 'none');
+  return { parameters, step: async () => training.trainSlice(data, 1).samples };
 }
 
 /** Our presets (src/models/presets.rs) layer for layer, in TF.js's NHWC layout. */
@@ -104,9 +104,10 @@ function tfjsModel(preset) {
       ],
     });
   }
-  if (preset === 'deep') {
+  const vggBlocks = { deep: [[32, 32], [64, 64], [128, 128], [256]], fast: [[16], [32, 32], [64, 64], [128, 112]] };
+  if (preset in vggBlocks) {
     const layers = [];
-    for (const block of [[32, 32], [64, 64], [128, 128], [256]]) {
+    for (const block of vggBlocks[preset]) {
       for (const filters of block) {
         layers.push(
           conv(filters, 3, layers.length === 0 ? { inputShape } : {}),
