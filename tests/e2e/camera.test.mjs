@@ -201,6 +201,7 @@ test('camera: a denied permission says how to re-allow it; photos, with and with
   const plain = await faceCards(page);
   assertFaces(plain, SCENE_FACES);
   assert.equal(await page.isVisible('#camera-photo-canvas'), true);
+  assert.equal(await page.inputValue('#model-select'), 'default', 'a photo is classified by the accurate model, not the camera\'s fast one');
 
   // Test-time augmentation: the photo on show is classified again, each face averaged with
   // its mirror image; unticking gives back the plain probabilities.

@@ -16,6 +16,7 @@
 // for each video frame, 'camera-faces' (the worker's reply and the layout), which the
 // calibration (calibrate.js) takes its captures from.
 import { WorkerClient, WorkerCrash } from './worker-rpc.js';
+import { FIRST_MODEL, PHOTO_MODEL } from './models.js';
 
 const STATE_MESSAGES = {
   off: 'Camera off. Start it, or drop a photo here, to see what the model sees.',
@@ -323,7 +324,22 @@ async function runCamera({ section, registry }) {
     nextFrame();
   }
 
+  // Photos get the accurate model; starting the camera after a photo switched to it goes back to
+  // the camera's first (fast) model.
+  let photoChoseModel = false;
+  async function usePhotoModel() {
+    if (registry.currentId !== FIRST_MODEL || FIRST_MODEL === PHOTO_MODEL) return;
+    try {
+      await registry.loadShipped(PHOTO_MODEL);
+      photoChoseModel = true;
+    } catch {
+      // The model the video uses classifies the photo instead; the menu says which is in use.
+    }
+  }
+
   async function start() {
+    if (photoChoseModel && registry.currentId === PHOTO_MODEL) registry.use(FIRST_MODEL);
+    photoChoseModel = false;
     if (!navigator.mediaDevices?.getUserMedia) {
       setState('insecure');
       return;
@@ -422,6 +438,7 @@ async function runCamera({ section, registry }) {
       status.classList.add('error');
       return;
     }
+    await usePhotoModel();
     try {
       setState('photo', file.name);
       await showPhoto(bitmap);

@@ -17,6 +17,9 @@ export const SHIPPED_MODELS = {
 /** The shipped model the camera starts with: the one model fetched before its first prediction. */
 export const FIRST_MODEL = 'fast';
 
+/** The shipped model photos are classified with: the most accurate one, fetched on the first photo. */
+export const PHOTO_MODEL = 'default';
+
 /** Fetches shipped model `id`'s file; resolves to its bytes. */
 export async function fetchShippedModel(id) {
   const { label, file } = SHIPPED_MODELS[id];
