@@ -491,3 +491,12 @@ fn a_warp_far_outside_the_face_reads_the_border() {
     assert!(out.iter().all(|v| v.is_finite()));
     assert!(out.iter().all(|&v| v == out[0]), "every pixel is the left border's, as the face is shifted far right");
 }
+
+#[test]
+fn the_suggested_recipe_trains_a_preset_on_every_training_face() {
+    let presets = fer_cnn::train::presets_with_recipes();
+    let suggested =
+        &presets.iter().find(|p| p.name == fer_cnn::train::SUGGESTED_PRESET).expect("the suggested preset is in the menu").recipe;
+    assert_eq!(suggested.limit, None, "the page's suggested recipe uses the whole file");
+    assert!(suggested.config.augment.is_some());
+}

@@ -20,7 +20,7 @@ pub use calibrate::{
 };
 pub use config::{Schedule, TrainConfig};
 pub use distil::Teacher;
-pub use recipe::{presets_with_recipes, recipe, PresetInfo, Recipe};
+pub use recipe::{presets_with_recipes, recipe, PresetInfo, Recipe, SUGGESTED_PRESET};
 pub use run::{training_rows, EpochReport, EpochTotals, Export, SliceReport, TrainingRun};
 pub use trainer::{StepMetrics, Trainer};
 

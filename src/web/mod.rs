@@ -15,7 +15,7 @@ use crate::engine::network::batch_tensor;
 use crate::engine::{LayerSpec, ModelSpec, Network, OptimizerKind};
 use crate::inference::{evaluate, predict_faces, Tta};
 use crate::models::{export_onnx, load_any_model, preset, save_model, ModelMetadata, StoredDtype};
-use crate::train::{presets_with_recipes, PresetInfo, Schedule, TrainConfig};
+use crate::train::{presets_with_recipes, PresetInfo, Schedule, TrainConfig, SUGGESTED_PRESET};
 use crate::FerError;
 
 mod calibration;
@@ -46,6 +46,8 @@ pub fn version() -> String {
 struct TrainingOptions {
     /// `[{ name, description, recipe: { limit, config, tta } }]`, in menu order.
     presets: Vec<PresetInfo>,
+    /// The preset the form starts on.
+    suggested: &'static str,
     /// The optimiser each tag of `TrainConfig.optimizer.type` stands for, with its constants.
     optimizers: [OptimizerKind; 3],
     /// The schedule each tag of `TrainConfig.schedule.type` stands for.
@@ -56,13 +58,14 @@ struct TrainingOptions {
     defaults: TrainConfig,
 }
 
-/// `{ presets, optimizers, schedules, augment, defaults }`: the presets with their suggested recipes and
+/// `{ presets, suggested, optimizers, schedules, augment, defaults }`: the presets with their suggested recipes and
 /// the values the training form's choices stand for; the form edits a recipe's `config` and
 /// passes it to `new Training`.
 #[wasm_bindgen(js_name = trainingOptions)]
 pub fn training_options() -> Result<JsValue, JsError> {
     to_js(&TrainingOptions {
         presets: presets_with_recipes(),
+        suggested: SUGGESTED_PRESET,
         optimizers: [OptimizerKind::adam(), OptimizerKind::adamw(), OptimizerKind::sgd_nesterov()],
         schedules: [Schedule::Constant, Schedule::Cosine { warmup_epochs: 1 }],
         augment: AugmentConfig::default(),

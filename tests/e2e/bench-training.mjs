@@ -2,17 +2,23 @@
 // a test: run by hand, it needs ../shared and several minutes):
 //
 //   node tests/e2e/bench-training.mjs [--browser chromium|firefox|both] [--csv FILE]
-//        [--seed-epochs 30] [--limit 6000] [--deep-seconds 120] [--threads on|off]
+//        [--seed-epochs 30] [--limit 6000] [--timed deep,fast] [--deep-seconds 120] [--threads on|off]
+//   node tests/e2e/bench-training.mjs --curve fast [--browser chromium] [--csv FILE]
 //
 // For each browser: drop the CSV on the page (file picker), read the load time the page reports
 // and the peak resident memory of the browser's processes while loading; train `seed` on the
 // first --limit Training rows with the CLI's settings (Adam 1e-3, batch 64, seed 1) and read the
-// PublicTest accuracy and images/s; train `deep` with its suggested settings for --deep-seconds,
+// PublicTest accuracy and images/s; train each --timed preset (`deep` by default) with its
+// suggested settings (on --limit rows) for --deep-seconds,
 // read its images/s, stop. In Chromium it also counts main-thread tasks over 50 ms while training.
 // The page is served cross-origin isolated, so training uses every core (the multi-threaded
 // build); `--threads off` serves it without isolation, as a plain static host would: one thread.
 // Chromium is driven by playwright-core, Firefox ESR by geckodriver's WebDriver HTTP API
 // (playwright cannot drive Firefox ESR). Memory comes from /proc (Linux only).
+//
+// `--curve PRESET` instead trains PRESET with the recipe the form suggests for it, left as it is
+// (every Training face unless the recipe limits them), to the end, and prints the curve: the
+// PublicTest accuracy after each epoch against the minutes since Start was clicked.
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -27,7 +33,9 @@ function options() {
     seedEpochs: Number(option('seed-epochs', 30)),
     limit: Number(option('limit', 6000)),
     deepSeconds: Number(option('deep-seconds', 120)),
+    timed: option('timed', 'deep').split(','),
     isolated: option('threads', 'on') !== 'off',
+    curve: option('curve', null),
   };
 }
 
@@ -88,7 +96,7 @@ const READ_STATE = `(() => {
     loadError: document.querySelector('#load-error').hidden ? null : document.querySelector('#load-error').textContent,
     trainError: document.querySelector('#train-error').hidden ? null : document.querySelector('#train-error').textContent,
     loadSeconds: Number(totals.dataset.seconds), faces: Number(totals.dataset.faces), wasmMemoryBytes: Number(totals.dataset.wasmMemoryBytes),
-    trainState: train.dataset.state, epoch: Number(train.dataset.epoch ?? 0), threads: Number(train.dataset.threads ?? 0),
+    trainState: train.dataset.state, epoch: Number(train.dataset.epoch ?? 0), epochsDone: Number(train.dataset.epochsDone ?? 0), threads: Number(train.dataset.threads ?? 0),
     imagesPerSecond: Number(train.dataset.imagesPerSecond ?? 0),
     averageImagesPerSecond: Number(train.dataset.averageImagesPerSecond ?? 0),
     publicTestAccuracy: Number(train.dataset.publictestAccuracy ?? NaN),
@@ -180,6 +188,7 @@ async function bench(browserName, url, opts) {
       peakRssMBLargestProcess: peak.largest / 1e6,
     });
     console.error(`${browserName}: loaded`, figures);
+    if (opts.curve) return { ...figures, ...(await trainingCurve(driver, read, opts.curve)) };
 
     await driver.evaluate(startTraining('seed', {
       limit: opts.limit, epochs: opts.seedEpochs, batch_size: 64, lr: 0.001, optimizer: 'adam', seed: 1,
@@ -193,20 +202,42 @@ async function bench(browserName, url, opts) {
     });
     console.error(`${browserName}: seed trained`, figures);
 
-    await driver.evaluate(startTraining('deep', { limit: opts.limit }));
-    await waitFor(read, (s) => s.trainState === 'running' && s.imagesPerSecond > 0, { timeoutMs: 120_000, what: 'deep training to start' });
-    await sleep(opts.deepSeconds * 1000);
-    const deepRunning = await read();
-    await driver.evaluate(CLICK_STOP);
-    const deep = await waitFor(read, (s) => s.trainState === 'finished', { timeoutMs: 600_000, what: 'deep training to stop' });
-    Object.assign(figures, {
-      deepImagesPerSecondRecent: deepRunning.imagesPerSecond,
-      deepImagesPerSecond: deep.averageImagesPerSecond,
-      deepLongTasksOver50ms: deep.longTasks,
-    });
+    for (const preset of opts.timed) {
+      await driver.evaluate(startTraining(preset, { limit: opts.limit }));
+      await waitFor(read, (s) => s.trainState === 'running' && s.imagesPerSecond > 0, { timeoutMs: 120_000, what: `${preset} training to start` });
+      await sleep(opts.deepSeconds * 1000);
+      const running = await read();
+      await driver.evaluate(CLICK_STOP);
+      const stopped = await waitFor(read, (s) => s.trainState === 'finished', { timeoutMs: 600_000, what: `${preset} training to stop` });
+      Object.assign(figures, {
+        [`${preset}ImagesPerSecondRecent`]: running.imagesPerSecond,
+        [`${preset}ImagesPerSecond`]: stopped.averageImagesPerSecond,
+        [`${preset}LongTasksOver50ms`]: stopped.longTasks,
+      });
+    }
     return figures;
   } finally {
     await driver.close();
+  }
+}
+
+/** Trains `preset` with its suggested recipe to the end; the PublicTest accuracy after each epoch. */
+async function trainingCurve(driver, read, preset) {
+  await driver.evaluate(startTraining(preset, {}));
+  const started = Date.now();
+  const curve = [];
+  for (;;) {
+    const state = await waitFor(read, (s) => s.trainState === 'finished' || (s.epochsDone ?? 0) > curve.length, {
+      timeoutMs: 3_600_000, what: `${preset}'s next epoch`,
+    });
+    if (state.epochsDone > curve.length) {
+      const point = { minutes: Number(((Date.now() - started) / 60_000).toFixed(2)), epoch: state.epochsDone, publicTestAccuracy: state.publicTestAccuracy };
+      curve.push(point);
+      console.error(`${preset}:`, point);
+    }
+    if (state.trainState === 'finished') {
+      return { preset, threads: state.threads, imagesPerSecond: state.averageImagesPerSecond, curve };
+    }
   }
 }
 

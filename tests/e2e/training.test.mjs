@@ -71,12 +71,14 @@ test('drop FER2013, train seed for an epoch, keep the model across a reload', ()
   await page.waitForFunction(() => document.querySelectorAll('#browse-grid canvas').length === 7 * 12);
 
   // Every preset fills the form with its own recipe, as Rust states it.
-  const presets = await page.evaluate(async () => {
+  const options = await page.evaluate(async () => {
     const fer = await import('./pkg/fer_cnn.js');
     await fer.default(); // the page itself may run the other build
-    return fer.trainingOptions().presets;
+    return fer.trainingOptions();
   });
+  const { presets, suggested } = options;
   assert.deepEqual(presets.map((p) => p.name), await page.$$eval('#train-preset option', (o) => o.map((e) => e.value)));
+  assert.equal(await page.inputValue('#train-preset'), suggested, 'the form starts on the suggested preset');
   for (const { name, recipe } of presets) {
     await page.selectOption('#train-preset', name);
     const form = await page.$eval('#train-form', (f) => Object.fromEntries([...f.elements].filter((e) => e.name).map((e) => [e.name, e.type === 'checkbox' ? e.checked : e.value])));

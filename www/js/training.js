@@ -224,6 +224,7 @@ function trainSection(page) {
     fields.preset.add(new Option(name === defaultArchitecture ? `${name} (the default model's)` : name, name));
   }
   const recipe = () => presets.get(fields.preset.value).recipe;
+  fields.preset.value = options.suggested;
 
   const applySuggested = () => {
     const { description } = presets.get(fields.preset.value);
@@ -344,7 +345,7 @@ function trainSection(page) {
   const handlers = {
     'train-started'(message) {
       run = message;
-      for (const figure of ['epoch', 'imagesPerSecond', 'averageImagesPerSecond', 'publictestAccuracy']) delete section.dataset[figure];
+      for (const figure of ['epoch', 'epochsDone', 'imagesPerSecond', 'averageImagesPerSecond', 'publictestAccuracy']) delete section.dataset[figure];
       section.dataset.threads = message.threads;
       $('#learn').hidden = false;
       $('#train-progress').hidden = false;
@@ -386,6 +387,7 @@ function trainSection(page) {
         $('#confusion-when').textContent = `after epoch ${done}: ${percent(publicTest.accuracy)} of ${count(publicTest.n)} right`;
         section.dataset.publictestAccuracy = publicTest.accuracy.toFixed(4);
       }
+      section.dataset.epochsDone = done;
       stats.textContent = `Epoch ${done}: train loss ${train.loss.toFixed(3)}, accuracy ${percent(train.accuracy)}` +
         (publicTest ? ` · PublicTest loss ${publicTest.loss.toFixed(3)}, accuracy ${percent(publicTest.accuracy)}` : '');
       showPredictions(predictions);
