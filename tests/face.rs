@@ -352,7 +352,27 @@ fn the_pipeline_finds_crops_and_classifies_every_face_of_a_frame() {
         }
         let timings = pipeline.timings();
         assert!([timings.find_ms, timings.crop_ms, timings.classify_ms].iter().all(|t| (0.0..10_000.0).contains(t)));
+        // Three faces cost as much to follow as to search for: every frame is searched whole.
+        assert_eq!(timings.whole_frame, 1.0);
     }
+}
+
+#[test]
+fn the_pipeline_reports_which_frames_were_searched_whole() {
+    // Two faces are followed in windows between whole-frame searches, one frame in four.
+    let scene = test_scene_with(&[0, 2]);
+    let rgba = scene.rgba();
+    let frame = Frame::new(&rgba, scene.width, scene.height).unwrap();
+    let (mut pipeline, mut network) = pipeline();
+    let mut whole = Vec::new();
+    for _ in 0..8 {
+        assert_eq!(pipeline.run(&frame, FrameKind::Video, &mut network, clock()).unwrap(), 2);
+        whole.push(pipeline.timings().whole_frame);
+    }
+    assert_eq!(whole, [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]);
+    assert_eq!(VIDEO_FINDER.search_every, 4);
+    pipeline.run(&frame, FrameKind::Photo, &mut network, clock()).unwrap();
+    assert_eq!(pipeline.timings().whole_frame, 1.0, "a photo is always searched whole");
 }
 
 #[test]

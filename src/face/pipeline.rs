@@ -4,7 +4,7 @@
 
 use super::crop::{crop_face, fer_square};
 use super::detector::{DetectorOptions, TinyFaceDetector};
-use super::finder::{FaceFinder, FinderOptions};
+use super::finder::{FaceFinder, FinderOptions, Search};
 use super::frame::Frame;
 use super::resample::AreaResampler;
 use super::tracks::{FaceTracks, Steadiness};
@@ -33,13 +33,18 @@ pub struct FoundFace {
     pub shown: f32,
 }
 
-/// Milliseconds each stage of the last frame took. `#[repr(C)]`: 3 `f32`s for JS.
+/// Milliseconds each stage of the last frame took, and how the faces were found, since a
+/// whole-frame search costs several times a search around known faces. `#[repr(C)]`: 4 `f32`s
+/// for JS.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 #[repr(C)]
 pub struct StageTimings {
     pub find_ms: f32,
     pub crop_ms: f32,
     pub classify_ms: f32,
+    /// 1 when the detector searched the whole frame (always for a photo), 0 when it searched
+    /// only around the faces of the previous frame (see `face::finder`).
+    pub whole_frame: f32,
 }
 
 /// Video frames come one after another from one camera: found quickly at a small detector
@@ -137,15 +142,14 @@ impl FacePipeline {
         }
         self.face_count = 0;
         let started = now_ms();
-        match kind {
-            FrameKind::Video => {
-                self.finder.find(&mut self.detector, frame, MAX_FACES, &mut self.detections)?;
-            }
+        let search = match kind {
+            FrameKind::Video => self.finder.find(&mut self.detector, frame, MAX_FACES, &mut self.detections)?,
             FrameKind::Photo => {
                 self.finder.clear();
                 self.detector.detect(frame, &kind.detector_options(), &mut self.detections)?;
+                Search::WholeFrame
             }
-        }
+        };
         let found = now_ms();
         let count = self.detections.len().min(MAX_FACES);
         for ((detection, face), crop) in self.detections.iter().zip(&mut self.faces).zip(&mut self.crops).take(count) {
@@ -188,6 +192,7 @@ impl FacePipeline {
             find_ms: (found - started) as f32,
             crop_ms: (cropped - found) as f32,
             classify_ms: (classified - cropped) as f32,
+            whole_frame: if search == Search::WholeFrame { 1.0 } else { 0.0 },
         };
         Ok(count)
     }

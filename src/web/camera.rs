@@ -27,8 +27,9 @@ extern "C" {
 /// score, the square cropped from it (left, top, width, height), in frame pixels, then the
 /// label to show and whether to show the face yet (see `face::tracks`).
 pub const FACE_FIELDS: usize = 11;
-/// `f32`s in [`Camera::timings`]: milliseconds to find, crop and classify.
-pub const TIMING_FIELDS: usize = 3;
+/// `f32`s in [`Camera::timings`]: milliseconds to find, crop and classify, then 1 if the whole
+/// frame was searched, 0 if only around the faces already known.
+pub const TIMING_FIELDS: usize = 4;
 const _: () = assert!(std::mem::size_of::<FoundFace>() == FACE_FIELDS * 4);
 const _: () = assert!(std::mem::size_of::<StageTimings>() == TIMING_FIELDS * 4);
 
@@ -112,7 +113,8 @@ impl Camera {
         self.pipeline.probs().as_ptr().cast()
     }
 
-    /// Address of the last frame's stage timings: milliseconds to find, crop, classify (`f32`).
+    /// Address of the last frame's stage timings: milliseconds to find, crop, classify, and
+    /// whether the whole frame was searched (`f32`s, see [`TIMING_FIELDS`]).
     pub fn timings(&self) -> *const f32 {
         std::ptr::from_ref(self.pipeline.timings()).cast()
     }

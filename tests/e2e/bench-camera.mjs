@@ -9,7 +9,7 @@
 // median, mean and 90th percentile milliseconds per frame, per stage as the wasm handle times
 // them, and the frames/s that leaves. The camera searches the whole frame only every few frames
 // and follows the faces it knows in between (src/face/finder.rs), so the mean is the figure
-// per frame over time and the 90th percentile is near a whole-frame search. `--www` serves
+// per frame over time; the find times of the two kinds of frame are also reported apart. `--www` serves
 // another copy of www/ (a build kept from before a change, to alternate with). Three ways: the single-threaded
 // build on the main thread, and in a worker (as the page's camera runs) the multi-threaded
 // build with a pool of one thread and of one thread per core. In Chromium it also runs the
@@ -51,14 +51,18 @@ async function timeFrames({ origin, pkg, threads, int8, modelName, greyBase64, w
   const frame = new Uint8Array(memory.buffer, address, width * height * 4);
   grey.forEach((g, i) => frame.set([g, g, g, 255], 4 * i));
   const stages = { total: [], find: [], crop: [], classify: [] };
+  // Find times apart for frames searched whole and those searched only around known faces.
+  const searches = { wholeFrame: [], windows: [] };
+  const { timingFields } = fer.cameraLayout();
   let faces = 0;
   for (let i = 0; i < frames + 20; i++) {
     const started = performance.now();
     faces = camera.processVideoFrame(model);
     const total = performance.now() - started;
-    const [find, crop, classify] = new Float32Array(memory.buffer, camera.timings(), 3);
+    const [find, crop, classify, wholeFrame] = new Float32Array(memory.buffer, camera.timings(), timingFields);
     if (i < 20) continue; // warm-up: the JIT tiers up, buffers reach their size
     Object.entries({ total, find, crop, classify }).forEach(([stage, ms]) => stages[stage].push(ms));
+    searches[wholeFrame === 1 ? 'wholeFrame' : 'windows'].push(find);
   }
   const quantile = (values, q) => [...values].sort((a, b) => a - b)[Math.floor(q * (values.length - 1))];
   const mean = (values) => values.reduce((sum, v) => sum + v, 0) / values.length;
@@ -67,6 +71,7 @@ async function timeFrames({ origin, pkg, threads, int8, modelName, greyBase64, w
     faces,
     pool,
     ms: Object.fromEntries(Object.entries(stages).map(([stage, values]) => [stage, summary(values)])),
+    searches: Object.fromEntries(Object.entries(searches).map(([search, values]) => [search, { frames: values.length, ...(values.length ? summary(values) : {}) }])),
     userAgent: navigator.userAgent,
     timerResolutionMs: (() => { const t = performance.now(); let u; while ((u = performance.now()) === t); return u - t; })(),
   };
@@ -112,6 +117,8 @@ function report(browser, figures) {
   console.log(`${browser}, ${figures.pool} thread${figures.pool === 1 ? '' : 's'}: ${figures.faces} face${figures.faces === 1 ? '' : 's'} in a 640x480 frame; ms per frame, median (mean, 90th percentile): ` +
     `find ${fmt(ms.find)} + crop ${fmt(ms.crop)} + classify ${fmt(ms.classify)} = ${fmt(ms.total)} ` +
     `→ ${(1000 / ms.total.mean).toFixed(0)} frames/s from wasm alone [${figures.userAgent}; timer step ${figures.timerResolutionMs.toFixed(3)} ms]`);
+  const searched = ({ frames, median }, what) => `${what} in ${frames} frame${frames === 1 ? '' : 's'}${frames ? `, median ${median.toFixed(2)} ms` : ''}`;
+  console.log(`  find: ${searched(figures.searches.wholeFrame, 'whole frame')}; ${searched(figures.searches.windows, 'around known faces only')}`);
 }
 
 async function benchChromium(url, args) {

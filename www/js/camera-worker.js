@@ -11,8 +11,9 @@
 // Requests (worker-rpc.js): start {detectorManifest, detectorWeights}, model {bytes, int8
 // (classify in integer arithmetic)}, tta {tta}, frame {bitmap, kind: 'video' | 'photo'} (the
 // ImageBitmap is transferred and closed here). A frame's reply: {count, faces: Float32Array,
-// crops: Uint8Array, probs: Float32Array, copyMs, findMs, cropMs, classifyMs, tta (the
-// test-time augmentation it was classified with), int8 (whether in integer arithmetic)}.
+// crops: Uint8Array, probs: Float32Array, copyMs, findMs, cropMs, classifyMs, wholeFrame (1 if
+// the whole frame was searched, 0 if only around the faces already known), tta (the test-time
+// augmentation it was classified with), int8 (whether in integer arithmetic)}.
 //
 // A trap in wasm (a Rust panic, or running out of memory) is not answered as the request's
 // error but reported as the worker's crash: the trap left the Rust objects mid-call (borrowed,
@@ -104,13 +105,13 @@ const handlers = {
       const count = kind === 'photo' ? camera.processPhoto(model) : camera.processVideoFrame(model);
       views.refresh();
       const { faceFields, cropSide, classes } = views.layout;
-      const [findMs, cropMs, classifyMs] = views.timings;
+      const [findMs, cropMs, classifyMs, wholeFrame] = views.timings;
       return {
         count,
         faces: views.faces.slice(0, count * faceFields),
         crops: views.crops.slice(0, count * cropSide * cropSide),
         probs: views.probs.slice(0, count * classes),
-        copyMs, findMs, cropMs, classifyMs, tta, int8,
+        copyMs, findMs, cropMs, classifyMs, wholeFrame, tta, int8,
       };
     } finally {
       bitmap.close();

@@ -286,9 +286,11 @@ async function runCamera({ section, registry }) {
     // handing the frame to the worker and back.
     const video = section.dataset.state === 'on';
     const rate = video ? ` · ${fps.value.toFixed(0)} frames/s` : '';
-    const { totalMs, copyMs, findMs, cropMs, classifyMs } = smoothed({ totalMs: frameMs, ...frameTimes }, video);
+    // Smoothed, the 0-or-1 whole-frame flag becomes the share of recent frames searched whole.
+    const { totalMs, copyMs, findMs, cropMs, classifyMs, wholeFrame } = smoothed({ totalMs: frameMs, ...frameTimes }, video);
+    const search = video ? `whole frame in ${(100 * wholeFrame).toFixed(0)}% of frames` : 'whole frame';
     stats.textContent = `${width}×${height}: ${totalMs.toFixed(1)} ms per frame, of which copy ${copyMs.toFixed(1)} + ` +
-      `find ${findMs.toFixed(1)} + crop ${cropMs.toFixed(1)} + classify${tta === 'flip' ? ' (with mirror)' : ''} ` +
+      `find ${findMs.toFixed(1)} (${search}) + crop ${cropMs.toFixed(1)} + classify${tta === 'flip' ? ' (with mirror)' : ''} ` +
       `${classifyMs.toFixed(1)} ms${int8 ? ' in 8-bit arithmetic' : ''} in a worker on ${threads} thread${threads === 1 ? '' : 's'}${rate}`;
   }
 
