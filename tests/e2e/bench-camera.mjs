@@ -9,9 +9,9 @@
 // median, mean and 90th percentile milliseconds per frame, per stage as the wasm handle times
 // them, and the frames/s that leaves. The camera searches the whole frame only every few frames
 // and follows the faces it knows in between (src/face/finder.rs), so the mean is the figure
-// per frame over time; the find times of the two kinds of frame are also reported apart. `--www` serves
-// another copy of www/ (a build kept from before a change, to alternate with). Three ways: the single-threaded
-// build on the main thread, and in a worker (as the page's camera runs) the multi-threaded
+// per frame over time; the find times of the two kinds of frame are also reported apart.
+// `--www` serves another copy of www/ (a build kept from before a change, to alternate with).
+// Three ways: the single-threaded build on the main thread, and in a worker (as the page's camera runs) the multi-threaded
 // build with a pool of one thread and of one thread per core. In Chromium it also runs the
 // page with a fake 30 frames/s camera for five seconds and reads the page's own figures (which
 // include copying each frame out of the video and handing it to the worker), and counts the
