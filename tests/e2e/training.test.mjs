@@ -15,6 +15,7 @@ import path from 'node:path';
 import zlib from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import { withBrowser, openPage, barFacesCsvLines, dropFile, firstModel } from './harness.mjs';
+import { withF32Decimals } from '../../www/js/f32.js';
 
 const SCREENSHOTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'screenshots');
 // The native CLI, which `cargo test --release` builds before these tests run.
@@ -70,12 +71,13 @@ test('drop FER2013, train seed for an epoch, keep the model across a reload', ()
   // Browse: twelve faces of each emotion.
   await page.waitForFunction(() => document.querySelectorAll('#browse-grid canvas').length === 7 * 12);
 
-  // Every preset fills the form with its own recipe, as Rust states it.
-  const options = await page.evaluate(async () => {
+  // Every preset fills the form with its own recipe, as Rust states it (its f32s as Rust
+  // writes them: see the check of the fields' text below).
+  const options = withF32Decimals(await page.evaluate(async () => {
     const fer = await import('./pkg/fer_cnn.js');
     await fer.default(); // the page itself may run the other build
     return fer.trainingOptions();
-  });
+  }));
   const { presets, suggested } = options;
   assert.deepEqual(presets.map((p) => p.name), await page.$$eval('#train-preset option', (o) => o.map((e) => e.value)));
   assert.equal(await page.inputValue('#train-preset'), suggested, 'the form starts on the suggested preset');
@@ -92,6 +94,14 @@ test('drop FER2013, train seed for an epoch, keep the model across a reload', ()
   }
   const optimizerOf = (name) => presets.find((p) => p.name === name).recipe.config.optimizer.type;
   assert.deepEqual(['seed', 'mlp', 'deep', 'deeper'].map(optimizerOf), ['adam', 'adam', 'sgd', 'sgd']);
+  // The numbers read as people write them, not as the doubles nearest Rust's f32s
+  // (0.009999999776482582 for 0.01).
+  const shown = async (preset) => {
+    await page.selectOption('#train-preset', preset);
+    return page.$eval('#train-form', (f) => ['lr', 'weight_decay', 'label_smoothing', 'mixup_alpha'].map((name) => f.elements[name].value));
+  };
+  assert.deepEqual(await shown('fast'), ['0.01', '0.0005', '0.1', '0']);
+  assert.deepEqual(await shown('seed'), ['0.001', '0', '0', '0']);
 
   // Train one epoch of the paper's model on every Training face.
   await page.selectOption('#train-preset', 'seed');

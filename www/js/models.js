@@ -7,6 +7,7 @@
 //
 // The last model trained in the tab is kept in IndexedDB, with whether it was the one in use,
 // so it survives a reload. A model file that does not load leaves the current model in place.
+import { withF32Decimals } from './f32.js';
 
 /** The models shipped with the page (www/models/), in menu order. */
 export const SHIPPED_MODELS = {
@@ -133,7 +134,7 @@ export class ModelRegistry extends EventTarget {
     if (!this.entries.has(id)) return;
     this.currentId = id;
     this.select.value = id;
-    const description = this.current().describe();
+    const description = this.describe(id);
     const accuracy = description.metadata.publictest_accuracy;
     this.info.textContent = `${description.spec.name} · ${description.parameters.toLocaleString()} parameters` +
       (accuracy ? ` · PublicTest ${(100 * Number(accuracy)).toFixed(1)}%` : '');
@@ -151,7 +152,8 @@ export class ModelRegistry extends EventTarget {
 
   /// `describe()` of a model by id (the current one by default); undefined for an unknown id.
   describe(id = this.currentId) {
-    return this.entries.get(id)?.model.describe();
+    const model = this.entries.get(id)?.model;
+    return model && withF32Decimals(model.describe());
   }
 
   /// The current model as a `.safetensors` download with `precision` weights: 'f32', 'f16' or

@@ -12,6 +12,7 @@
 //
 // Threads: see engine.js; the multi-threaded build's pool splits each batch.
 import { loadEngine } from './engine.js';
+import { withF32Decimals } from './f32.js';
 import { emit, serve } from './worker-rpc.js';
 
 // Target duration of one `trainSteps` call: progress about five times a second, and pause
@@ -200,7 +201,7 @@ function emitInside() {
   if (!data || inspected.row == null || !source) return;
   const row = inspected.row;
   const face = data.face(row);
-  const layers = source.inspect(face).map(({ layer, shape, values }) => ({ layer, shape, values: Float32Array.from(values) }));
+  const layers = source.inspect(face).map(({ layer, shape, values }) => ({ layer: withF32Decimals(layer), shape, values: Float32Array.from(values) }));
   const filters = floatView(source.filters());
   const modelLabel = run ? `the model being trained (after ${run.training.epochsCompleted()} epochs)` : inspected.label;
   emit(
@@ -276,7 +277,7 @@ async function trainLoop(run, preset, config) {
     const faces = training.epochEndFaces();
     if (faces) emit('train-status', { text: `Measuring batch-norm statistics and evaluating: ${faces.toLocaleString('en')} faces…` });
     const started = performance.now();
-    const report = training.endEpoch(data);
+    const report = withF32Decimals(training.endEpoch(data));
     clock.epochEnded(secondsSince(started));
     return report;
   };
@@ -324,7 +325,7 @@ async function trainLoop(run, preset, config) {
   let privateTest = null;
   if (completed && data.rows('PrivateTest').length) {
     emit('train-status', { text: 'Final evaluation on the PrivateTest faces…' });
-    privateTest = training.evaluate(data, 'PrivateTest');
+    privateTest = withF32Decimals(training.evaluate(data, 'PrivateTest'));
   }
   const modelBytes = epochsTrained > 0 || !diverged ? training.export(data, 'f32') : null;
   return {
@@ -352,7 +353,7 @@ async function calibrateModel(model, faces, labels) {
       emit('calibrate-progress', { ...progress, seconds: secondsSince(started) });
       await nextTask();
     }
-    const report = calibration.report();
+    const report = withF32Decimals(calibration.report());
     const bytes = calibration.export();
     const reference = withReference ? { replayRows: CALIBRATION_REPLAY_ROWS, checkRows: CALIBRATION_CHECK_ROWS } : null;
     return { report, bytes, seconds: secondsSince(started), threads, reference, transfer: [bytes.buffer] };

@@ -2,6 +2,7 @@
 // look inside the model, keep it. The page only draws: a Web Worker (train-worker.js, with its
 // own wasm instance) holds the faces and the training run, so the page stays responsive.
 import { LearningChart } from './charts.js';
+import { withF32Decimals } from './f32.js';
 import { WorkerClient } from './worker-rpc.js';
 import {
   captionedFace, describeLayer, drawActivations, drawFace, faceCanvas, facePixels, probabilityBars, renderConfusion, renderFilters,
@@ -217,7 +218,7 @@ function trainSection(page) {
   let testViews = 'none'; // the run's test-time augmentation
 
   // Presets, their recipes and what each choice of the form stands for all come from Rust.
-  const options = fer.trainingOptions();
+  const options = withF32Decimals(fer.trainingOptions());
   const presets = new Map(options.presets.map((preset) => [preset.name, preset]));
   const defaultArchitecture = registry.describe('default')?.spec.name;
   for (const name of presets.keys()) {
