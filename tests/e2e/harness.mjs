@@ -2,7 +2,8 @@
 // ./build.sh does (wasm MIME type, cross-origin isolation, the page's Content-Security-Policy
 // as a header) and a static host does (compressed, with ETags), start Debian's headless
 // Chromium with flags that keep it off the network (or Firefox ESR through geckodriver), and
-// open the page once the engine is ready. Every test collects console errors and fails on them.
+// open the page once the engine is ready. Every test collects console errors (and window error
+// events) and fails on them.
 import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import http from 'node:http';
@@ -182,20 +183,29 @@ export async function withBrowser(extraArgs, body, serveOptions = {}) {
  */
 export async function openPage(target, url) {
   const page = await target.newPage();
-  const errors = collectErrors(page);
+  const errors = await collectErrors(page);
   await page.goto(url);
   await page.waitForSelector('body[data-ready="true"]', { timeout: 30_000 });
   return { page, errors };
 }
 
 /**
- * Records console errors and uncaught exceptions of `page` into the returned array (Chromium
- * reports its workers' console messages as the page's too).
+ * Records console errors, uncaught exceptions and window `error` events of `page` into the
+ * array it resolves to (Chromium reports its workers' console messages as the page's too).
+ * Call it before the page navigates.
  */
-export function collectErrors(page) {
+export async function collectErrors(page) {
   const errors = [];
   page.on('console', (message) => { if (message.type() === 'error') errors.push(message.text()); });
   page.on('pageerror', (error) => errors.push(String(error)));
+  // Some window `error` events are no exception and reach neither of those, yet error trackers
+  // count them ("ResizeObserver loop completed with undelivered notifications"): the page
+  // reports each to the console.
+  await page.addInitScript(() => {
+    addEventListener('error', (event) => {
+      if (event.target === window) console.error(`window error event: ${event.message}`);
+    });
+  });
   return errors;
 }
 

@@ -51,7 +51,7 @@ async function openToFirstPrediction(browser, url) {
     }).observe(document, { subtree: true, childList: true, attributes: true, attributeFilter: ['disabled', 'data-frames'] });
   });
   const page = await context.newPage();
-  const errors = collectErrors(page);
+  const errors = await collectErrors(page);
   await page.goto(url);
   await page.waitForSelector('#camera[data-frames]', { timeout: 30_000 });
   for (let tries = 0; firstFrameAt === null; tries++) {

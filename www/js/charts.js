@@ -42,7 +42,21 @@ export class LearningChart {
       ],
       cursor: { drag: { x: false, y: false } },
     }, this.data, container);
-    new ResizeObserver(() => this.plot.setSize({ width: this.width(), height: HEIGHT })).observe(container);
+    new ResizeObserver(() => this.scheduleResize()).observe(container);
+  }
+
+  // Resizing the plot inside the ResizeObserver's callback would change the layout that the
+  // observer is reporting on, and the browser would report an error ("ResizeObserver loop
+  // completed with undelivered notifications"): the resize waits for the next frame, and only
+  // happens when the width did change.
+  scheduleResize() {
+    if (this.resizePending) return;
+    this.resizePending = true;
+    requestAnimationFrame(() => {
+      this.resizePending = false;
+      const width = this.width();
+      if (width !== this.plot.width) this.plot.setSize({ width, height: HEIGHT });
+    });
   }
 
   width() {
