@@ -42,8 +42,6 @@ async function main() {
   document.body.dataset.ready = 'true';
 }
 
-main().catch((error) => {
-  status.textContent = `Could not start: ${error.message ?? error}`;
-  status.classList.add('error');
-  console.error(error);
-});
+// A failure rejects main()'s promise with nobody to handle it: startup-guard.js shows it, as
+// it does a module of the page that does not load.
+main();

@@ -1,6 +1,7 @@
 // Live learning curves: a thin wrapper over uPlot (www/vendor, from npm) for series that grow
 // as training reports in. X is the epoch (fractional between evaluations), fixed from 0 to the
 // number of epochs so the curve grows left to right instead of rescaling.
+import './usable-locale.js'; // before uPlot, which formats numbers in navigator.language as it loads
 import uPlot from '../vendor/uPlot.esm.js';
 
 const HEIGHT = 220;
