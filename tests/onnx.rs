@@ -766,6 +766,15 @@ fn reduce_mean_over_height_and_width_is_global_average_pooling() {
         ),
         ("over the channels, opset 13", with_reduce_mean(&as_attribute(&[1])), "averages over axes [1]"),
         (
+            "an axes input in opset 13",
+            with_reduce_mean(&|m, i| {
+                let axes = nodes(m)[i].input[1].clone();
+                as_attribute(&[2, 3])(m, i);
+                nodes(m)[i].input.push(axes);
+            }),
+            "before opset 18 the axes are an attribute",
+        ),
+        (
             "a Reshape to another fixed batch",
             with_reduce_mean(&|m, i| {
                 m.graph.as_mut().expect("a graph").initializer.push(int64s("batch_two", &[2, 16]));

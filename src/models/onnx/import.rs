@@ -681,6 +681,9 @@ impl<'a> Walk<'a> {
         node.only_attributes(&["axes", "keepdims", "noop_with_empty_axes"])?;
         let [c, _, _] = self.image(node)?;
         let axes = match (self.opset >= 18, node.ints("axes")) {
+            (false, _) if node.input(1).is_some() => {
+                return Err(node.error("has a second input; before opset 18 the axes are an attribute"))
+            }
             (false, Some(axes)) => axes.to_vec(),
             (false, None) => Vec::new(),
             (true, Some(_)) => return Err(node.error("has an 'axes' attribute; from opset 18 the axes are its second input")),
