@@ -4,7 +4,10 @@
 //! virtualenv that ./build.sh setup makes) on 100 faces, and round-tripped export → import with
 //! bit-identical weights. Import also reads the spellings other exporters use (MatMul + Add,
 //! Reshape, SAME_UPPER, another batch-norm epsilon), and refuses what the engine cannot run,
-//! naming the operator, without panicking on damaged files.
+//! naming the operator, without panicking on damaged files. A standard PyTorch CNN exported by
+//! both of PyTorch 2.x's exporters (tests/fixtures/pytorch_onnx/, written by
+//! reference/torch/onnx_exporters.py) imports and gives PyTorch's answers, its external weight
+//! file read only from the graph's own folder.
 
 #![cfg(not(target_arch = "wasm32"))]
 
@@ -20,7 +23,8 @@ use fer_cnn::data::FACE_PIXELS;
 use fer_cnn::engine::network::batch_tensor;
 use fer_cnn::engine::{LayerSpec, ModelSpec, Network, Padding};
 use fer_cnn::inference::{predict_faces, Tta};
-use fer_cnn::models::onnx::proto::{attribute_type, data_type, AttributeProto, ModelProto, NodeProto, TensorProto};
+use fer_cnn::models::onnx::proto::{attribute_type, data_type, AttributeProto, ModelProto, NodeProto, StringStringEntryProto, TensorProto};
+use fer_cnn::models::onnx::{import_onnx_with_external_data, load_any_model_with_external_data};
 use fer_cnn::models::{export_onnx, import_onnx, load_any_model, load_model, merge, preset, ModelMetadata};
 
 /// Largest difference allowed between onnxruntime's probabilities and ours.
@@ -409,7 +413,7 @@ fn graphs_the_engine_cannot_run_are_refused_naming_the_reason() {
             }),
             "NaN",
         ),
-        ("external data", with(&|m| initializer(m, "layers.0.weight", &|t| t.data_location = Some(1))), "stored outside"),
+        ("external data naming no file", with(&|m| initializer(m, "layers.0.weight", &|t| t.data_location = Some(1))), "names no file"),
         ("a newer opset", with(&|m| m.opset_import[0].version = Some(99)), "operator set 99"),
         (
             "another input shape",
@@ -521,6 +525,294 @@ fn the_command_line_exports_and_imports() {
     let refused = fer(&["import", "--onnx", "notes.onnx", "--out", "x.safetensors"]);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && stderr.starts_with("error: model: not a readable ONNX model"), "{stderr}");
+    assert!(!dir.join("x.safetensors").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The PyTorch 2.x exports: tests/fixtures/pytorch_onnx/ (reference/torch/onnx_exporters.py).
+fn pytorch_fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pytorch_onnx")
+}
+
+/// Largest difference allowed between PyTorch's probabilities (float64) and ours (float32).
+const PYTORCH_TOLERANCE: f32 = 1e-6;
+
+/// Reads external data files from `folder`, counting the reads.
+fn files_in<'a>(folder: &Path, reads: &'a mut Vec<String>) -> impl FnMut(&str) -> fer_cnn::Result<Option<Vec<u8>>> + 'a {
+    let folder = folder.to_path_buf();
+    move |name| {
+        reads.push(name.to_string());
+        Ok(std::fs::read(folder.join(name)).ok())
+    }
+}
+
+/// The dynamo export's graph, decoded (its weights still in dynamo.onnx.data).
+fn dynamo_graph() -> ModelProto {
+    decode(&std::fs::read(pytorch_fixtures().join("dynamo.onnx")).expect("the dynamo fixture"))
+}
+
+fn import_dynamo(model: &ModelProto) -> fer_cnn::Result<fer_cnn::models::LoadedModel> {
+    import_onnx_with_external_data(&model.encode_to_vec(), &mut files_in(&pytorch_fixtures(), &mut Vec::new()))
+}
+
+/// The faces of expected.json and PyTorch's probabilities for them.
+fn pytorch_expected() -> (Vec<u8>, Vec<f32>) {
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(pytorch_fixtures().join("expected.json")).expect("expected.json")).expect("JSON");
+    let numbers = |key: &str| -> Vec<f64> {
+        json[key]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .flat_map(|row| row.as_array().expect("a row").iter().map(|v| v.as_f64().expect("a number")))
+            .collect()
+    };
+    (numbers("faces").iter().map(|&v| v as u8).collect(), numbers("probabilities").iter().map(|&v| v as f32).collect())
+}
+
+/// Largest |probability difference| between the network and PyTorch on expected.json's faces.
+fn pytorch_difference(network: &mut Network) -> f32 {
+    let (faces, theirs) = pytorch_expected();
+    let ours = predict_faces(network, &faces, Tta::None);
+    assert_eq!(ours.len(), theirs.len());
+    ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
+}
+
+fn standard_net_layers() -> Vec<LayerSpec> {
+    use LayerSpec::*;
+    // padding=1 around a 3x3 kernel pads as `same` does, and reads as `same`.
+    let conv = |filters| Conv2d { filters, kernel: 3, stride: 1, padding: Padding::Same, groups: 1 };
+    let pool = MaxPool { window: 2, stride: 2 };
+    // PyTorch's exporters fold the batch-norm layers into the convolutions.
+    vec![conv(8), Relu, pool.clone(), conv(16), Relu, pool.clone(), conv(16), Relu, pool, GlobalAvgPool, Dense { units: 7 }]
+}
+
+/// The same PyTorch CNN from both exporters: the dynamo exporter's (PyTorch 2.9+'s default:
+/// weights in dynamo.onnx.data, ReduceMean, a Reshape with the example's fixed batch) and the
+/// TorchScript exporter's (GlobalAveragePool, Flatten) give PyTorch's probabilities.
+#[test]
+fn pytorch_2_exports_from_both_exporters_give_pytorchs_answers() {
+    let mut reads = Vec::new();
+    let graph = std::fs::read(pytorch_fixtures().join("dynamo.onnx")).expect("the dynamo fixture");
+    let mut dynamo = import_onnx_with_external_data(&graph, &mut files_in(&pytorch_fixtures(), &mut reads)).expect("imports").network;
+    assert_eq!(reads, ["dynamo.onnx.data"], "the data file is read once, by its name");
+    let mut legacy =
+        import_onnx(&std::fs::read(pytorch_fixtures().join("legacy.onnx")).expect("the legacy fixture")).expect("imports").network;
+    for (name, network) in [("dynamo", &mut dynamo), ("legacy", &mut legacy)] {
+        assert_eq!(network.spec().layers, standard_net_layers(), "{name}");
+        let difference = pytorch_difference(network);
+        eprintln!("PyTorch's {name} exporter: max |probability difference| {difference:.1e} from PyTorch (float64) on 4 faces");
+        assert!(difference <= PYTORCH_TOLERANCE, "{name}: {difference:.2e}");
+    }
+    // Alone, the graph says which file it is missing and how to give it.
+    let message = import_onnx(&graph).err().expect("refused").to_string();
+    assert!(message.contains("'dynamo.onnx.data'") && message.contains("which was not given"), "{message}");
+    // Content tells the formats apart with external data too.
+    let loaded = load_any_model_with_external_data(&graph, &mut files_in(&pytorch_fixtures(), &mut Vec::new())).expect("loads");
+    assert_eq!(loaded.network.spec().layers, standard_net_layers());
+}
+
+/// Sets every external tensor's `key` to `value` (adding the key where it is missing).
+fn set_external(model: &mut ModelProto, key: &str, value: &str) {
+    for tensor in &mut model.graph.as_mut().expect("a graph").initializer {
+        if tensor.data_location == Some(1) {
+            match tensor.external_data.iter_mut().find(|e| e.key.as_deref() == Some(key)) {
+                Some(entry) => entry.value = Some(value.into()),
+                None => tensor.external_data.push(StringStringEntryProto { key: Some(key.into()), value: Some(value.into()) }),
+            }
+        }
+    }
+}
+
+/// A graph may only name a file beside it: anything else is refused before the reader is asked
+/// for anything. Missing, truncated or mismatched data files are refused with their reason.
+#[test]
+fn external_data_is_read_only_from_beside_the_graph() {
+    let original = dynamo_graph();
+    // A copy of the data one folder up, which must not be read.
+    let parent = scratch_dir("external-parent");
+    let folder = parent.join("graph");
+    std::fs::create_dir_all(&folder).expect("a folder");
+    std::fs::copy(pytorch_fixtures().join("dynamo.onnx.data"), parent.join("dynamo.onnx.data")).expect("copies");
+    let absolute = parent.join("dynamo.onnx.data").display().to_string();
+    for location in
+        ["../dynamo.onnx.data", absolute.as_str(), "graph/../dynamo.onnx.data", "..\\dynamo.onnx.data", "C:dynamo.onnx.data", "..", ""]
+    {
+        let mut model = original.clone();
+        set_external(&mut model, "location", location);
+        let mut reads = Vec::new();
+        let message = match import_onnx_with_external_data(&model.encode_to_vec(), &mut files_in(&folder, &mut reads)) {
+            Ok(_) => panic!("{location}: imported"),
+            Err(error) => error.to_string(),
+        };
+        eprintln!("location '{location}': {message}");
+        let expected = if location.is_empty() { "names no file" } else { "not a file in the graph's own folder" };
+        assert!(message.contains(expected), "{location}: {message}");
+        assert!(reads.is_empty(), "{location}: the reader was asked for {reads:?}");
+    }
+    let data = std::fs::read(pytorch_fixtures().join("dynamo.onnx.data")).expect("the data");
+    let graph = original.encode_to_vec();
+    let with_data = |bytes: Vec<u8>| {
+        import_onnx_with_external_data(&graph, &mut |_: &str| Ok(Some(bytes.clone()))).err().map(|e| e.to_string()).unwrap_or_default()
+    };
+    let missing = import_onnx_with_external_data(&graph, &mut files_in(&folder, &mut Vec::new())).err().expect("refused").to_string();
+    let changed = |key: &str, value: &str| {
+        let mut model = original.clone();
+        set_external(&mut model, key, value);
+        import_dynamo(&model).err().map(|e| e.to_string()).unwrap_or_default()
+    };
+    let cases = [
+        ("no data file beside the graph", missing, "'dynamo.onnx.data' (ONNX external data"),
+        ("a truncated data file", with_data(data[..data.len() - 100].to_vec()), "the data file is truncated or belongs to another graph"),
+        ("an offset past the end", changed("offset", "1000000"), "the data file is truncated"),
+        ("a length past the end", changed("length", "99999999999"), "the data file is truncated"),
+        ("an offset that is no number", changed("offset", "-4"), "not a byte count"),
+        ("an unknown key", changed("basepath", "/etc"), "external data key 'basepath'"),
+        ("a length that is not the tensor's", changed("length", "4"), "holds fewer or more values than its shape"),
+    ];
+    for (what, message, expected) in cases {
+        eprintln!("{what}: {message}");
+        assert!(message.contains(expected), "{what}: {message}");
+    }
+    let _ = std::fs::remove_dir_all(&parent);
+}
+
+/// Changes the dynamo graph's ReduceMean node.
+fn with_reduce_mean(change: &dyn Fn(&mut ModelProto, usize)) -> ModelProto {
+    let mut model = dynamo_graph();
+    let index = nodes(&mut model).iter().position(|n| n.op_type.as_deref() == Some("ReduceMean")).expect("a ReduceMean");
+    change(&mut model, index);
+    model
+}
+
+fn int64s(name: &str, values: &[i64]) -> TensorProto {
+    TensorProto {
+        name: Some(name.into()),
+        dims: vec![values.len() as i64],
+        data_type: Some(data_type::INT64),
+        int64_data: values.to_vec(),
+        ..TensorProto::default()
+    }
+}
+
+fn ints_attribute(name: &str, values: &[i64]) -> AttributeProto {
+    AttributeProto { name: Some(name.into()), r#type: Some(attribute_type::INTS), ints: values.to_vec(), ..AttributeProto::default() }
+}
+
+fn set_int_attribute(node: &mut NodeProto, name: &str, value: i64) {
+    node.attribute.retain(|a| a.name.as_deref() != Some(name));
+    node.attribute.push(AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(attribute_type::INT),
+        i: Some(value),
+        ..AttributeProto::default()
+    });
+}
+
+/// ReduceMean over height and width is global average pooling in every spelling: axes [2, 3]
+/// or negative, as an input (opset 18+) or an attribute (before), keeping the unit axes (then
+/// a Reshape or Flatten) or not; over any other axes it is refused.
+#[test]
+fn reduce_mean_over_height_and_width_is_global_average_pooling() {
+    let axes = |values: &'static [i64]| {
+        move |m: &mut ModelProto, i: usize| {
+            m.graph.as_mut().expect("a graph").initializer.push(int64s("axes_here", values));
+            nodes(m)[i].input[1] = "axes_here".into();
+        }
+    };
+    let as_attribute = |values: &'static [i64]| {
+        move |m: &mut ModelProto, i: usize| {
+            m.opset_import[0].version = Some(13);
+            let node = &mut nodes(m)[i];
+            node.input.truncate(1);
+            node.attribute.retain(|a| a.name.as_deref() != Some("noop_with_empty_axes"));
+            node.attribute.push(ints_attribute("axes", values));
+        }
+    };
+    // keepdims 0, the Reshape left out: Gemm reads [N, 16] from the ReduceMean.
+    let flat = |m: &mut ModelProto, i: usize| {
+        set_int_attribute(&mut nodes(m)[i], "keepdims", 0);
+        let output = nodes(m)[i].output[0].clone();
+        let reshape = nodes(m).remove(i + 1);
+        nodes(m).iter_mut().filter(|n| n.input.first() == reshape.output.first()).for_each(|n| n.input[0] = output.clone());
+    };
+    let imports: Vec<(&str, ModelProto)> = vec![
+        ("axes [2, 3]", with_reduce_mean(&axes(&[2, 3]))),
+        ("axes [3, -2]", with_reduce_mean(&axes(&[3, -2]))),
+        ("keepdims 0 without a Reshape", with_reduce_mean(&flat)),
+        ("opset 13, axes an attribute", with_reduce_mean(&as_attribute(&[2, 3]))),
+        (
+            "opset 13, keepdims 0",
+            with_reduce_mean(&|m, i| {
+                as_attribute(&[-1, -2])(m, i);
+                flat(m, i);
+            }),
+        ),
+    ];
+    for (what, model) in imports {
+        let mut network = import_dynamo(&model).unwrap_or_else(|e| panic!("{what}: {e}")).network;
+        assert_eq!(network.spec().layers, standard_net_layers(), "{what}");
+        let difference = pytorch_difference(&mut network);
+        assert!(difference <= PYTORCH_TOLERANCE, "{what}: {difference:.2e}");
+    }
+    let refusals: Vec<(&str, ModelProto, &str)> = vec![
+        ("over channels and height", with_reduce_mean(&axes(&[1, 2])), "averages over axes [1, 2]"),
+        ("over the width alone", with_reduce_mean(&axes(&[-1])), "only the mean over height and width"),
+        ("over every axis", with_reduce_mean(&|m, i| nodes(m)[i].input.truncate(1)), "averages every axis"),
+        (
+            "an axes attribute in opset 20",
+            with_reduce_mean(&|m, i| nodes(m)[i].attribute.push(ints_attribute("axes", &[2, 3]))),
+            "second input",
+        ),
+        ("over the channels, opset 13", with_reduce_mean(&as_attribute(&[1])), "averages over axes [1]"),
+        (
+            "an axes input in opset 13",
+            with_reduce_mean(&|m, i| {
+                let axes = nodes(m)[i].input[1].clone();
+                as_attribute(&[2, 3])(m, i);
+                nodes(m)[i].input.push(axes);
+            }),
+            "before opset 18 the axes are an attribute",
+        ),
+        (
+            "a Reshape to another fixed batch",
+            with_reduce_mean(&|m, i| {
+                m.graph.as_mut().expect("a graph").initializer.push(int64s("batch_two", &[2, 16]));
+                nodes(m)[i + 1].input[1] = "batch_two".into();
+            }),
+            "reshapes to [2, 16]",
+        ),
+    ];
+    for (what, model, expected) in refusals {
+        let message = import_dynamo(&model).err().map(|e| e.to_string()).unwrap_or_else(|| format!("{what}: imported"));
+        eprintln!("ReduceMean {what}: {message}");
+        assert!(message.contains(expected), "{what}: {message}");
+    }
+}
+
+/// `fer import` reads a PyTorch 2.x graph's NAME.onnx.data from the graph's folder (not the
+/// working directory), and says which file is missing when it is not there.
+#[test]
+fn the_command_line_reads_external_data_beside_the_graph() {
+    let dir = scratch_dir("cli-external");
+    let folder = dir.join("exported");
+    std::fs::create_dir_all(&folder).expect("a folder");
+    for name in ["dynamo.onnx", "dynamo.onnx.data"] {
+        std::fs::copy(pytorch_fixtures().join(name), folder.join(name)).expect("copies");
+    }
+    let fer = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_fer")).args(args).current_dir(&dir).output().expect("runs fer");
+    let import = fer(&["import", "--onnx", "exported/dynamo.onnx", "--out", "m.safetensors"]);
+    assert!(import.status.success(), "{}", String::from_utf8_lossy(&import.stderr));
+    let mut network = load_model(&std::fs::read(dir.join("m.safetensors")).expect("written")).expect("loads").network;
+    assert!(pytorch_difference(&mut network) <= PYTORCH_TOLERANCE);
+    // `fer info` (and every command taking --model) reads it the same way.
+    let info = fer(&["info", "exported/dynamo.onnx"]);
+    assert!(info.status.success(), "{}", String::from_utf8_lossy(&info.stderr));
+    // The data in the working directory instead: not read.
+    std::fs::rename(folder.join("dynamo.onnx.data"), dir.join("dynamo.onnx.data")).expect("moves");
+    let refused = fer(&["import", "--onnx", "exported/dynamo.onnx", "--out", "x.safetensors"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("'dynamo.onnx.data'") && stderr.contains("graph's folder"), "{stderr}");
     assert!(!dir.join("x.safetensors").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }

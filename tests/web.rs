@@ -271,3 +271,33 @@ fn the_default_model_is_calibrated_to_shifted_faces_in_the_browser() {
     let probs = calibrated.predict(&faces[..48 * 48], "none").unwrap_or_else(|_| panic!("predicts"));
     assert_eq!(probs.len(), 7);
 }
+
+/// A PyTorch 2.x export (reference/torch/onnx_exporters.py): the graph and its `.onnx.data`
+/// file together give PyTorch's probabilities; the graph alone, or with another file, is
+/// refused naming the file it needs.
+#[wasm_bindgen_test]
+fn an_onnx_graph_loads_with_its_external_data_file() {
+    let graph = include_bytes!("fixtures/pytorch_onnx/dynamo.onnx");
+    let data = include_bytes!("fixtures/pytorch_onnx/dynamo.onnx.data");
+    let expected: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/pytorch_onnx/expected.json")).unwrap_or_else(|_| panic!("JSON"));
+    let numbers = |key: &str| -> Vec<f64> {
+        expected[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|row| row.as_array().into_iter().flatten().filter_map(|v| v.as_f64()))
+            .collect()
+    };
+    let faces: Vec<u8> = numbers("faces").iter().map(|&v| v as u8).collect();
+    let mut model = Model::from_onnx_files(graph, "dynamo.onnx.data", data).unwrap_or_else(|e| panic!("loads: {}", message_of(e)));
+    let ours = model.predict(&faces, "none").unwrap_or_else(|_| panic!("predicts"));
+    let theirs = numbers("probabilities");
+    assert_eq!(ours.len(), theirs.len());
+    let difference = ours.iter().zip(&theirs).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+    assert!(difference < 1e-6, "differs from PyTorch by {difference}");
+    let alone = Model::from_bytes(graph).err().map(message_of).unwrap_or_default();
+    assert!(alone.contains("'dynamo.onnx.data'") && alone.contains("select both files"), "{alone}");
+    let other = Model::from_onnx_files(graph, "weights.bin", data).err().map(message_of).unwrap_or_default();
+    assert!(other.contains("the file given with it is 'weights.bin'"), "{other}");
+}

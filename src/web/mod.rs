@@ -14,6 +14,7 @@ use crate::data::{spread_evenly, Dataset, Fer2013Parser, ParseReport, Usage, FAC
 use crate::engine::network::batch_tensor;
 use crate::engine::{LayerSpec, ModelSpec, Network, OptimizerKind};
 use crate::inference::{evaluate, predict_faces, Tta};
+use crate::models::onnx::import_onnx_with_external_data;
 use crate::models::{export_onnx, load_any_model, preset, save_model, ModelMetadata, StoredDtype};
 use crate::train::{presets_with_recipes, PresetInfo, Schedule, TrainConfig, SUGGESTED_PRESET};
 use crate::FerError;
@@ -270,6 +271,27 @@ impl Model {
     #[wasm_bindgen(js_name = fromBytes)]
     pub fn from_bytes(bytes: &[u8]) -> Result<Model, JsError> {
         let loaded = load_any_model(bytes).map_err(js_error)?;
+        Ok(Model { network: loaded.network, metadata: loaded.metadata, stored: loaded.stored })
+    }
+
+    /// Loads an ONNX graph whose weights are in a separate file, as PyTorch 2.x's exporter
+    /// writes `NAME.onnx` and `NAME.onnx.data`: `graph` is the `.onnx` file's bytes, `dataName`
+    /// the other file's name as the user picked it (`File.name`) and `data` its bytes. The
+    /// graph must name that file as a plain file name beside it; the error says which file it
+    /// wants when another was given.
+    #[wasm_bindgen(js_name = fromOnnxFiles)]
+    pub fn from_onnx_files(graph: &[u8], data_name: &str, data: &[u8]) -> Result<Model, JsError> {
+        let mut read_file = |name: &str| {
+            if name == data_name {
+                Ok(Some(data.to_vec()))
+            } else {
+                Err(FerError::Model(format!(
+                    "the graph keeps its weights in '{name}', but the file given with it is '{data_name}': select the \
+                     graph and its '{name}' together"
+                )))
+            }
+        };
+        let loaded = import_onnx_with_external_data(graph, &mut read_file).map_err(js_error)?;
         Ok(Model { network: loaded.network, metadata: loaded.metadata, stored: loaded.stored })
     }
 

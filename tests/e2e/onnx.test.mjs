@@ -1,7 +1,7 @@
 // ONNX in the page: "Download as ONNX" gives a model that onnxruntime-web (an independent
 // runtime, run inside the same page) classifies as our engine does, within 1e-4 per
 // probability; "Load a model file" takes the .onnx back, and it classifies exactly as the model
-// it was exported from.
+// it was exported from. PyTorch 2.x's two-file export (graph + .onnx.data) loads too.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
@@ -85,5 +85,25 @@ test('the page downloads the model as ONNX; onnxruntime-web agrees with us and t
   await page.setInputFiles('#model-file', { name: 'notes.onnx', mimeType: 'application/octet-stream', buffer: Buffer.from('not a model') });
   await page.waitForSelector('#keep-error:not([hidden])');
   assert.match(await page.textContent('#keep-error'), /not a model this page can load: .*safetensors.*nor is it an ONNX model/);
+  assert.deepEqual(errors, []);
+}));
+
+// PyTorch 2.x's default export is two files, NAME.onnx and NAME.onnx.data (external weights):
+// "Load a model file" takes both selected together, in either order; the graph alone is
+// refused naming the file it needs (tests/fixtures/pytorch_onnx/, reference/torch/onnx_exporters.py).
+test('the page loads an ONNX graph together with its .onnx.data weights file', () => withBrowser([], async ({ server, browser }) => {
+  const { page, errors } = await openPage(browser, server.url);
+  const fixtures = new URL('../fixtures/pytorch_onnx/', import.meta.url);
+  const file = async (name) => ({ name, mimeType: 'application/octet-stream', buffer: await fs.readFile(new URL(name, fixtures)) });
+  const [graph, data] = [await file('dynamo.onnx'), await file('dynamo.onnx.data')];
+
+  await page.setInputFiles('#model-file', graph);
+  await page.waitForSelector('#keep-error:not([hidden])');
+  assert.match(await page.textContent('#keep-error'), /"dynamo\.onnx" is not a model this page can load: .*'dynamo\.onnx\.data'.*select both files/);
+
+  await page.setInputFiles('#model-file', [data, graph]);
+  await page.waitForFunction(() => /Now using/.test(document.querySelector('#keep-status').textContent));
+  assert.equal(await page.inputValue('#model-select'), 'file');
+  assert.match(await page.textContent('#model-info'), /main_graph · 3\D?687 parameters/);
   assert.deepEqual(errors, []);
 }));

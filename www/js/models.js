@@ -184,16 +184,33 @@ export class ModelRegistry extends EventTarget {
     setTimeout(() => URL.revokeObjectURL(link.href), 0);
   }
 
-  /// Loads a `.safetensors` or `.onnx` file (told apart by content) chosen by the user and
-  /// makes it current. Throws an Error whose message says why the file does not load; the
-  /// current model stays in place.
-  async loadFile(file) {
+  /// Loads the model file(s) the user chose and makes the model current: one `.safetensors` or
+  /// `.onnx` file (told apart by content), or an ONNX graph with the file holding its weights
+  /// (PyTorch 2.x writes NAME.onnx and NAME.onnx.data), in either order. Throws an Error whose
+  /// message says why the files do not load; the current model stays in place.
+  async loadFile(files) {
+    const chosen = Array.isArray(files) ? files : [files];
+    const still = `Still using "${this.currentLabel()}".`;
     let model;
+    let file;
     try {
-      model = this.fer.Model.fromBytes(new Uint8Array(await file.arrayBuffer()));
+      if (chosen.length === 1) {
+        [file] = chosen;
+        model = this.fer.Model.fromBytes(new Uint8Array(await file.arrayBuffer()));
+      } else {
+        const graphs = chosen.filter((f) => f.name.toLowerCase().endsWith('.onnx'));
+        if (chosen.length !== 2 || graphs.length !== 1) {
+          throw new Error('choose one model file, or an .onnx graph together with its weights file (NAME.onnx.data)');
+        }
+        file = graphs[0];
+        const data = chosen.find((f) => f !== file);
+        model = this.fer.Model.fromOnnxFiles(new Uint8Array(await file.arrayBuffer()), data.name,
+          new Uint8Array(await data.arrayBuffer()));
+      }
     } catch (error) {
-      throw new Error(`"${file.name}" is not a model this page can load: ${error.message ?? error}. ` +
-        `Still using "${this.currentLabel()}".`);
+      const names = chosen.map((f) => `"${f.name}"`).join(' and ');
+      throw new Error(`${names} ${chosen.length === 1 ? 'is' : 'are'} not a model this page can load: ` +
+        `${error.message ?? error}. ${still}`);
     }
     this.add(FILE_ID, `File: ${file.name}`, model);
   }

@@ -516,12 +516,12 @@ async function keepSection(page) {
 
   const fileInput = $('#model-file');
   fileInput.addEventListener('change', async () => {
-    const file = fileInput.files[0];
+    const files = [...fileInput.files];
     fileInput.value = '';
-    if (!file) return;
+    if (files.length === 0) return;
     show(error, '');
     try {
-      await registry.loadFile(file);
+      await registry.loadFile(files);
       status.textContent = `Now using "${registry.currentLabel()}".`;
     } catch (failure) {
       show(error, failure.message);

@@ -13,6 +13,7 @@ use fer_cnn::data::{read_fer2013_path, spread_evenly, Dataset, Parsed, Usage, EM
 use fer_cnn::engine::parallel::on_pool;
 use fer_cnn::engine::{Network, OptimizerKind};
 use fer_cnn::inference::{evaluate, predict_faces, Tta};
+use fer_cnn::models::onnx;
 use fer_cnn::models::{
     as_stored, average, deepen, load_model, merge, preset, save_model, LoadedModel, ModelMetadata, StoredDtype, PRESETS,
 };
@@ -67,7 +68,8 @@ enum Command {
     /// Write a model as ONNX (opset 13): `pixels` [N, 1, 48, 48] (grey 0-255) in, `probabilities`
     /// [N, 7] out, the input scaling and softmax inside the graph; int8 and f16 weights dequantised.
     Export(ExportArgs),
-    /// Read an ONNX model made of the layers this engine has into a model file (.safetensors).
+    /// Read an ONNX model made of the layers this engine has into a model file (.safetensors);
+    /// weights kept in a separate file (PyTorch's NAME.onnx.data) are read from the graph's folder.
     Import(ImportArgs),
 }
 
@@ -83,7 +85,7 @@ struct ExportArgs {
 
 #[derive(clap::Args)]
 struct ImportArgs {
-    /// The ONNX model to read
+    /// The ONNX model to read (its external data files, if any, from the same folder)
     #[arg(long)]
     onnx: PathBuf,
     #[command(flatten)]
@@ -668,7 +670,8 @@ fn eval(args: EvalArgs) -> Result<()> {
 /// initialised network.
 fn model_or_preset(model: &str) -> Result<(Network, ModelMetadata)> {
     if Path::new(model).exists() {
-        let loaded = fer_cnn::models::load_any_model(&read_file(Path::new(model))?)?;
+        let path = Path::new(model);
+        let loaded = onnx::load_any_model_with_external_data(&read_file(path)?, &mut files_beside(path))?;
         Ok((loaded.network, loaded.metadata))
     } else {
         let spec = preset(model)
@@ -776,8 +779,29 @@ fn export_onnx_file(args: ExportArgs) -> Result<()> {
     Ok(())
 }
 
+/// Reads the external data files an ONNX graph at `graph` names (plain file names, checked by
+/// the importer) from the graph's own folder.
+fn files_beside(graph: &Path) -> impl FnMut(&str) -> Result<Option<Vec<u8>>> {
+    let folder = graph.parent().unwrap_or(Path::new("")).to_path_buf();
+    move |name| {
+        let path = folder.join(name);
+        match std::fs::metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(FerError::Io(std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))),
+            Ok(m) if m.len() > onnx::MAX_ONNX_BYTES as u64 => Err(FerError::Model(format!(
+                "{}: the external data file is {} bytes; at most {} are read",
+                path.display(),
+                m.len(),
+                onnx::MAX_ONNX_BYTES
+            ))),
+            Ok(_) => read_file(&path).map(Some),
+        }
+    }
+}
+
 fn import_onnx_file(args: ImportArgs) -> Result<()> {
-    let LoadedModel { network, metadata, .. } = fer_cnn::models::import_onnx(&read_file(&args.onnx)?)?;
+    let LoadedModel { network, metadata, .. } =
+        onnx::import_onnx_with_external_data(&read_file(&args.onnx)?, &mut files_beside(&args.onnx))?;
     let bytes = save_model(&network, args.precision.dtype(), &metadata)?;
     write_file(&args.out, &bytes)?;
     eprintln!(

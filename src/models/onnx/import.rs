@@ -15,7 +15,8 @@ use std::collections::HashMap;
 use half::f16;
 use prost::Message;
 
-use super::proto::{data_type, AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, EXTERNAL_DATA};
+use super::external::{load_external_data, no_external_files, ExternalFiles};
+use super::proto::{data_type, AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto};
 use super::{explicit_pads, window_output, SPEC_KEY};
 use crate::data::input::normalize_pixel;
 use crate::data::{FACE_SIDE, NUM_CLASSES};
@@ -33,7 +34,8 @@ pub const MAX_ONNX_BYTES: usize = 512 << 20;
 /// BatchNormalization's `training_mode` arrived in 14).
 const OPSETS: std::ops::RangeInclusive<i64> = 9..=25;
 /// The operators a graph may use, for error messages.
-const SUPPORTED: &str = "Conv, BatchNormalization, Relu, MaxPool, AveragePool, GlobalAveragePool, Gemm, MatMul + Add, \
+const SUPPORTED: &str = "Conv, BatchNormalization, Relu, MaxPool, AveragePool, GlobalAveragePool, ReduceMean over height and width, \
+                         Gemm, MatMul + Add, \
                          Flatten, Reshape, Dropout, Softmax, Identity, Constant, and Sub/Div/Mul/Add by a scalar before the first layer";
 /// The operators that make or pass on a layer (Constant and the input scaling aside).
 const LAYER_OPERATORS: &[&str] = &[
@@ -44,6 +46,7 @@ const LAYER_OPERATORS: &[&str] = &[
     "MaxPool",
     "AveragePool",
     "GlobalAveragePool",
+    "ReduceMean",
     "Flatten",
     "Reshape",
     "Gemm",
@@ -61,9 +64,20 @@ const MAX_NAME_CHARS: usize = 100;
 /// Reads an ONNX model whose graph is a chain of operators this engine has (see
 /// [`SUPPORTED`]) into a network and its metadata (`metadata_props` under the keys a
 /// safetensors file uses). A file written by [`export_onnx`](super::export_onnx) comes back
-/// with the same architecture and bit-identical weights.
+/// with the same architecture and bit-identical weights. A graph whose weights are in
+/// another file (ONNX external data) needs [`import_onnx_with_external_data`].
 pub fn import_onnx(bytes: &[u8]) -> Result<LoadedModel> {
-    import_decoded(&decode(bytes)?)
+    import_onnx_with_external_data(bytes, &mut no_external_files)
+}
+
+/// [`import_onnx`] for a graph that may keep weights in other files (ONNX external data, as
+/// PyTorch 2.x's exporter writes `NAME.onnx.data` beside `NAME.onnx`): `read_file` is given
+/// each file's plain name (never a path: a graph naming anything outside its own folder is
+/// refused first) and returns its bytes, or `None` when there is no such file.
+pub fn import_onnx_with_external_data(bytes: &[u8], read_file: &mut ExternalFiles) -> Result<LoadedModel> {
+    let mut model = decode(bytes)?;
+    load_external_data(&mut model, read_file)?;
+    import_decoded(&model)
 }
 
 /// The ONNX model in `bytes`, which must hold a graph with operators; nothing is checked
@@ -167,14 +181,17 @@ type LayerTensors = Vec<(&'static str, Vec<usize>, Vec<f32>)>;
 /// The walk along the chain: what has been read so far.
 struct Walk<'a> {
     opset: i64,
+    /// The batch size the graph's input declares, when it is fixed (PyTorch's exporter fixes
+    /// the example's): a Reshape may then spell the batch axis with it.
+    fixed_batch: Option<i64>,
     /// Initializers and Constant nodes' values by name.
     constants: HashMap<&'a str, &'a TensorProto>,
     /// The value the next node must read: the previous node's output.
     current: &'a str,
     /// The per-face shape of `current` as this engine's layers see it.
     shape: Vec<usize>,
-    /// After GlobalAveragePool: ONNX's value is `[c, 1, 1]` where this engine's is `[c]`,
-    /// until a Flatten or Reshape drops the unit axes.
+    /// After GlobalAveragePool (or ReduceMean keeping its axes): ONNX's value is `[c, 1, 1]`
+    /// where this engine's is `[c]`, until a Flatten or Reshape drops the unit axes.
     unit_axes: bool,
     /// The pixel → input mapping `a·p + b` of the scalar operators before the first layer.
     scaling: (f64, f64),
@@ -207,6 +224,7 @@ impl<'a> Walk<'a> {
             }
         };
         let name = input.name.as_deref().unwrap_or("");
+        let mut fixed_batch = None;
         if let Some(tensor_type) = input.r#type.as_ref().and_then(|t| t.tensor_type.as_ref()) {
             if let Some(elem_type) = tensor_type.elem_type.filter(|&t| t != data_type::FLOAT) {
                 return Err(FerError::Model(format!(
@@ -228,10 +246,12 @@ impl<'a> Walk<'a> {
                         dims.join(", ")
                     )));
                 }
+                fixed_batch = shape.dim.first().and_then(|d| d.dim_value).filter(|&n| n > 0);
             }
         }
         Ok(Walk {
             opset,
+            fixed_batch,
             constants,
             current: name,
             shape: vec![1, FACE_SIDE, FACE_SIDE],
@@ -308,6 +328,7 @@ impl<'a> Walk<'a> {
                 self.push(LayerSpec::GlobalAvgPool, vec![c], Vec::new());
                 self.unit_axes = true;
             }
+            "ReduceMean" => self.reduce_mean(&node)?,
             "Flatten" => {
                 node.only_attributes(&["axis"])?;
                 let rank = 1 + self.shape.len() as i64 + if self.unit_axes { 2 } else { 0 };
@@ -653,6 +674,44 @@ impl<'a> Walk<'a> {
         Ok(())
     }
 
+    /// ReduceMean over height and width: global average pooling (PyTorch 2.x's exporter writes
+    /// `AdaptiveAvgPool2d(1)` and `x.mean((2, 3))` so). The axes are an input from opset 18,
+    /// an attribute before.
+    fn reduce_mean(&mut self, node: &Node) -> Result<()> {
+        node.only_attributes(&["axes", "keepdims", "noop_with_empty_axes"])?;
+        let [c, _, _] = self.image(node)?;
+        let axes = match (self.opset >= 18, node.ints("axes")) {
+            (false, _) if node.input(1).is_some() => {
+                return Err(node.error("has a second input; before opset 18 the axes are an attribute"))
+            }
+            (false, Some(axes)) => axes.to_vec(),
+            (false, None) => Vec::new(),
+            (true, Some(_)) => return Err(node.error("has an 'axes' attribute; from opset 18 the axes are its second input")),
+            (true, None) => match self.optional_constant(node, 1)? {
+                Some(tensor) => {
+                    let (_, count) = dims_and_count(node, tensor)?;
+                    int64_values(node, tensor, count)?
+                }
+                None => Vec::new(),
+            },
+        };
+        if axes.is_empty() {
+            let what = if node.int("noop_with_empty_axes", 0)? != 0 { "does nothing" } else { "averages every axis, the batch too" };
+            return Err(node.error(&format!("{what}; only the mean over height and width (axes [2, 3]) is supported")));
+        }
+        let mut spatial: Vec<i64> = axes.iter().map(|&a| if a < 0 { a + 4 } else { a }).collect();
+        spatial.sort_unstable();
+        if spatial != [2, 3] {
+            return Err(node.error(&format!(
+                "averages over axes {axes:?} of [N, c, h, w]; only the mean over height and width (axes [2, 3] or [-2, -1], \
+                 global average pooling) is supported"
+            )));
+        }
+        self.push(LayerSpec::GlobalAvgPool, vec![c], Vec::new());
+        self.unit_axes = node.int("keepdims", 1)? != 0;
+        Ok(())
+    }
+
     /// Reshape to `[N, features]` (as Flatten), the target shape a constant.
     fn reshape(&mut self, node: &Node) -> Result<()> {
         node.only_attributes(&["allowzero"])?;
@@ -661,14 +720,16 @@ impl<'a> Walk<'a> {
         let target = int64_values(node, shape, count)?;
         let features = self.shape.iter().product::<usize>() as i64;
         let allow_zero = node.int("allowzero", 0)? != 0;
-        let batch_kept = |d: i64| d == -1 || (d == 0 && !allow_zero);
+        // The graph's own fixed batch size says "the batch" too: the engine runs any batch.
+        let batch_kept = |d: i64| d == -1 || (d == 0 && !allow_zero) || Some(d) == self.fixed_batch;
         let flat = match target.as_slice() {
             &[batch, f] => batch_kept(batch) && (f == features || (f == -1 && batch != -1)),
             _ => false,
         };
         if !flat {
             return Err(node.error(&format!(
-                "reshapes to {target:?}; only [N, features] (as Flatten) is supported, written [-1, {features}], [0, -1] or [0, {features}]"
+                "reshapes to {target:?}; only [N, features] (as Flatten) is supported, written [-1, {features}], [0, -1] or \
+                 [0, {features}] (or with the batch size the graph's input fixes)"
             )));
         }
         self.flatten();
@@ -881,16 +942,9 @@ fn tensor_name(tensor: &TensorProto) -> &str {
     tensor.name.as_deref().unwrap_or("")
 }
 
-/// A constant's shape and element count, refused past [`MAX_LAYER_WEIGHTS`] values and when
-/// its data lives in another file.
+/// A constant's shape and element count, refused past [`MAX_LAYER_WEIGHTS`] values. (External
+/// data has been read into the graph before: `load_external_data`.)
 fn dims_and_count(node: &Node, tensor: &TensorProto) -> Result<(Vec<usize>, usize)> {
-    if tensor.data_location == Some(EXTERNAL_DATA) {
-        return Err(node.error(&format!(
-            "tensor '{}' is stored outside the .onnx file; save the model with its weights inside \
-             (onnx.save_model(model, path, save_as_external_data=False))",
-            tensor_name(tensor)
-        )));
-    }
     if tensor.dims.len() > 8 {
         return Err(node.error(&format!("tensor '{}' has {} axes", tensor_name(tensor), tensor.dims.len())));
     }

@@ -10,11 +10,13 @@
 //! input, Softmax over one axis).
 
 mod export;
+mod external;
 mod import;
 pub mod proto;
 
 pub use export::export_onnx;
-pub use import::{import_onnx, MAX_ONNX_BYTES};
+pub use external::{is_plain_file_name, no_external_files, ExternalFiles};
+pub use import::{import_onnx, import_onnx_with_external_data, MAX_ONNX_BYTES};
 
 use super::file::{load_model, LoadedModel};
 use crate::engine::Padding;
@@ -36,11 +38,20 @@ const SPEC_KEY: &str = "spec";
 /// 8-byte header length is followed by the JSON header's `{`), or ONNX (a protocol buffer
 /// holding a graph). A file that is neither gets the safetensors loader's explanation.
 pub fn load_any_model(bytes: &[u8]) -> Result<LoadedModel> {
+    load_any_model_with_external_data(bytes, &mut no_external_files)
+}
+
+/// [`load_any_model`] where an ONNX graph may keep weights in other files, read by
+/// `read_file` as [`import_onnx_with_external_data`] says.
+pub fn load_any_model_with_external_data(bytes: &[u8], read_file: &mut ExternalFiles) -> Result<LoadedModel> {
     if bytes.get(8) == Some(&b'{') {
         return load_model(bytes);
     }
     match import::decode(bytes) {
-        Ok(model) => import::import_decoded(&model),
+        Ok(mut model) => {
+            external::load_external_data(&mut model, read_file)?;
+            import::import_decoded(&model)
+        }
         Err(_) => load_model(bytes).map_err(|error| match error {
             FerError::Model(message) => FerError::Model(format!("{message}; nor is it an ONNX model")),
             other => other,

@@ -133,6 +133,10 @@ pub struct TensorProto {
     /// The values as little-endian bytes, in row-major order.
     #[prost(bytes = "vec", optional, tag = "9")]
     pub raw_data: Option<Vec<u8>>,
+    /// Where the values are when `data_location` is [`EXTERNAL_DATA`]: the keys `location` (a
+    /// file name), `offset` and `length` (in bytes), and optionally `checksum`.
+    #[prost(message, repeated, tag = "13")]
+    pub external_data: Vec<StringStringEntryProto>,
     #[prost(int32, optional, tag = "14")]
     pub data_location: Option<i32>,
 }
