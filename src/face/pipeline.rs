@@ -21,7 +21,7 @@ pub const MAX_FACES: usize = 4;
 
 /// A face found in a frame: the detector's box and score, the square cropped from it, and
 /// what the tracks say of it (video; a photo's faces are shown at once with their leading
-/// expression). `#[repr(C)]`, 11 `f32`s: JS reads them as a `Float32Array`.
+/// expression). `#[repr(C)]`, 12 `f32`s: JS reads them as a `Float32Array`.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 #[repr(C)]
 pub struct FoundFace {
@@ -31,6 +31,9 @@ pub struct FoundFace {
     pub label: f32,
     /// 1 once the face has been seen in enough consecutive frames to be shown, else 0.
     pub shown: f32,
+    /// The face's id: the same while a video's face is followed from frame to frame, never
+    /// reused (an `f32`, exact up to 2^24 faces).
+    pub id: f32,
 }
 
 /// Milliseconds each stage of the last frame took, and how the faces were found, since a
@@ -127,6 +130,13 @@ impl FacePipeline {
         self.tta
     }
 
+    /// Forgets the faces of earlier video frames: the next frame starts a new video, its faces
+    /// searched for in the whole frame and given new ids.
+    pub fn forget(&mut self) {
+        self.finder.clear();
+        self.tracks.clear();
+    }
+
     /// Finds, crops and classifies the faces of `frame` with `classifier` (a 48x48x1 model);
     /// returns how many faces (0 to [`MAX_FACES`]). `now_ms` reads a clock in milliseconds
     /// (`performance.now()` in the browser) to time each stage. Runs on the thread pool, where
@@ -175,6 +185,7 @@ impl FacePipeline {
                 let mut steadiness = [Steadiness::default(); MAX_FACES];
                 self.tracks.smooth(&squares[..count], self.probs[..count].as_flattened_mut(), &mut steadiness[..count]);
                 for (face, steady) in self.faces.iter_mut().zip(steadiness).take(count) {
+                    face.id = steady.id as f32;
                     face.label = steady.label as f32;
                     face.shown = if steady.is_shown() { 1.0 } else { 0.0 };
                 }
@@ -182,6 +193,7 @@ impl FacePipeline {
             FrameKind::Photo => {
                 self.tracks.clear();
                 for (face, probs) in self.faces.iter_mut().zip(&self.probs).take(count) {
+                    face.id = self.tracks.new_id() as f32;
                     face.label = argmax(ArrayView1::from(probs)) as f32;
                     face.shown = 1.0;
                 }

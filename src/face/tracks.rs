@@ -3,7 +3,8 @@
 //! (hysteresis), and counts the consecutive frames a face has been seen, so that a box is shown
 //! only for a face seen in a few frames in a row (a detector's one-frame false find never is).
 //! Faces are followed from frame to frame by how much their crops overlap, so two faces never
-//! mix their histories.
+//! mix their histories; each face keeps the id it was given when first seen, so an app can tell
+//! its faces apart across frames.
 
 use ndarray::ArrayView1;
 
@@ -26,6 +27,7 @@ const SAME_FACE_IOU: f32 = 0.3;
 
 #[derive(Clone, Copy)]
 struct Track {
+    id: u32,
     square: Rect,
     probs: [f32; NUM_CLASSES],
     label: usize,
@@ -35,6 +37,8 @@ struct Track {
 /// What the tracks say of one face of the latest frame.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Steadiness {
+    /// The face's id: the same in every frame while the face is followed, never reused.
+    pub id: u32,
     /// The expression shown: the leading one, held until another clearly leads.
     pub label: usize,
     /// Consecutive frames this face has been seen in, this one included.
@@ -52,6 +56,7 @@ impl Steadiness {
 pub struct FaceTracks {
     tracks: Vec<Track>,
     previous: Vec<Track>,
+    last_id: u32,
 }
 
 impl FaceTracks {
@@ -71,7 +76,7 @@ impl FaceTracks {
                 .filter(|&(_, iou)| iou >= SAME_FACE_IOU)
                 .max_by(|a, b| a.1.total_cmp(&b.1));
             let leader = |p: &[f32]| argmax(ArrayView1::from(p));
-            let (label, frames_seen) = match best {
+            let (id, label, frames_seen) = match best {
                 Some((i, _)) => {
                     // Each previous face continues at most one face of this frame.
                     let history = self.previous.swap_remove(i);
@@ -80,20 +85,26 @@ impl FaceTracks {
                     }
                     let leading = leader(face_probs);
                     let label = if face_probs[leading] > face_probs[history.label] + LABEL_MARGIN { leading } else { history.label };
-                    (label, history.frames_seen.saturating_add(1))
+                    (history.id, label, history.frames_seen.saturating_add(1))
                 }
-                None => (leader(face_probs), 1),
+                None => (self.new_id(), leader(face_probs), 1),
             };
             let mut kept = [0.0; NUM_CLASSES];
             kept.copy_from_slice(face_probs);
-            self.tracks.push(Track { square: *square, probs: kept, label, frames_seen });
-            *steady = Steadiness { label, frames_seen };
+            self.tracks.push(Track { id, square: *square, probs: kept, label, frames_seen });
+            *steady = Steadiness { id, label, frames_seen };
         }
     }
 
-    /// Forgets every face (a new video, or a photo).
+    /// Forgets every face (a new video, or a photo); ids are not reused.
     pub fn clear(&mut self) {
         self.tracks.clear();
+    }
+
+    /// An id no face has had yet (ids start at 1).
+    pub fn new_id(&mut self) -> u32 {
+        self.last_id = self.last_id.wrapping_add(1).max(1);
+        self.last_id
     }
 }
 
@@ -154,8 +165,9 @@ mod tests {
         };
         let happy_leads = [0.0, 0.0, 0.0, 0.55, 0.0, 0.0, 0.45];
         let neutral_leads_a_little = [0.0, 0.0, 0.0, 0.45, 0.0, 0.0, 0.55];
-        assert_eq!(frame(happy_leads), Steadiness { label: 3, frames_seen: 1 });
-        assert!(!Steadiness { label: 3, frames_seen: 1 }.is_shown());
+        let first = frame(happy_leads);
+        assert_eq!((first.label, first.frames_seen), (3, 1));
+        assert!(!first.is_shown());
         for _ in 0..20 {
             assert_eq!(frame(neutral_leads_a_little).label, 3, "a 10-point lead must not flip the label");
         }
@@ -163,5 +175,24 @@ mod tests {
         let after = frame(one_hot(5));
         assert_eq!(after.label, 5, "a full change of expression shows in two frames");
         assert!(after.frames_seen >= SHOW_AFTER_FRAMES && after.is_shown());
+        assert_eq!(after.id, first.id, "a followed face keeps its id");
+    }
+
+    #[test]
+    fn each_face_keeps_its_id_and_a_new_face_gets_a_new_one() {
+        let mut tracks = FaceTracks::default();
+        let (left, right) = (Rect::new(0.0, 0.0, 100.0, 100.0), Rect::new(300.0, 0.0, 100.0, 100.0));
+        let mut steady = [Steadiness::default(); 2];
+        tracks.smooth(&[left, right], &mut [one_hot(1), one_hot(2)].concat(), &mut steady);
+        let (left_id, right_id) = (steady[0].id, steady[1].id);
+        assert_ne!(left_id, right_id);
+        tracks.smooth(&[right, left], &mut [one_hot(2), one_hot(1)].concat(), &mut steady);
+        assert_eq!((steady[0].id, steady[1].id), (right_id, left_id), "ids follow the faces, not their order");
+        let elsewhere = Rect::new(150.0, 300.0, 100.0, 100.0);
+        tracks.smooth(&[elsewhere], &mut one_hot(0), &mut steady[..1]);
+        assert!(![left_id, right_id].contains(&steady[0].id), "a face not seen before gets a fresh id");
+        tracks.clear();
+        tracks.smooth(&[left], &mut one_hot(1), &mut steady[..1]);
+        assert!(![left_id, right_id].contains(&steady[0].id), "ids are never reused");
     }
 }

@@ -25,8 +25,8 @@ extern "C" {
 
 /// `f32`s per face in [`Camera::faces`]: the detector's box (left, top, width, height) and
 /// score, the square cropped from it (left, top, width, height), in frame pixels, then the
-/// label to show and whether to show the face yet (see `face::tracks`).
-pub const FACE_FIELDS: usize = 11;
+/// label to show, whether to show the face yet and its id (see `face::tracks`).
+pub const FACE_FIELDS: usize = 12;
 /// `f32`s in [`Camera::timings`]: milliseconds to find, crop and classify, then 1 if the whole
 /// frame was searched, 0 if only around the faces already known.
 pub const TIMING_FIELDS: usize = 4;
@@ -96,6 +96,12 @@ impl Camera {
         Ok(())
     }
 
+    /// Forgets the faces of earlier frames: the next video frame starts a new video (a new
+    /// stream, or the same one after a pause), searched whole, its faces given new ids.
+    pub fn forget(&mut self) {
+        self.pipeline.forget();
+    }
+
     /// Address of the last frame's faces, best first: `FACE_FIELDS` `f32`s each (see
     /// `cameraLayout()`), room for `maxFaces`.
     pub fn faces(&self) -> *const f32 {
@@ -136,12 +142,17 @@ struct CameraLayout {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct FaceFieldOffsets {
+    box_left: usize,
+    box_top: usize,
+    box_width: usize,
+    box_height: usize,
     score: usize,
     crop_left: usize,
     crop_top: usize,
     crop_side: usize,
     label: usize,
     shown: usize,
+    id: usize,
 }
 
 /// Offset of a field of [`FoundFace`] in `f32`s.
@@ -151,22 +162,27 @@ macro_rules! f32_offset {
     };
 }
 
-/// `{ maxFaces, faceFields, faceField: { score, cropLeft, cropTop, cropSide, label, shown },
-/// cropSide, classes, timingFields }`: faces a frame reports at most, `f32`s per face in `faces()` and
-/// where in them each field is, the crops' side in pixels, probabilities per face in
-/// `probs()`, `f32`s in `timings()`.
+/// `{ maxFaces, faceFields, faceField: { boxLeft, boxTop, boxWidth, boxHeight, score, cropLeft,
+/// cropTop, cropSide, label, shown, id }, cropSide, classes, timingFields }`: faces a frame
+/// reports at most, `f32`s per face in `faces()` and where in them each field is, the crops'
+/// side in pixels, probabilities per face in `probs()`, `f32`s in `timings()`.
 #[wasm_bindgen(js_name = cameraLayout)]
 pub fn camera_layout() -> Result<JsValue, JsError> {
     to_js(&CameraLayout {
         max_faces: MAX_FACES,
         face_fields: FACE_FIELDS,
         face_field: FaceFieldOffsets {
+            box_left: f32_offset!(detection.rect.left),
+            box_top: f32_offset!(detection.rect.top),
+            box_width: f32_offset!(detection.rect.width),
+            box_height: f32_offset!(detection.rect.height),
             score: f32_offset!(detection.score),
             crop_left: f32_offset!(crop.left),
             crop_top: f32_offset!(crop.top),
             crop_side: f32_offset!(crop.width),
             label: f32_offset!(label),
             shown: f32_offset!(shown),
+            id: f32_offset!(id),
         },
         crop_side: FACE_SIDE,
         classes: NUM_CLASSES,
