@@ -11,7 +11,7 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { withBrowser, openPage, measureMemory, wasmMemoryBytes, pageWorker, option } from './harness.mjs';
+import { withBrowser, openPage, measureMemory, wasmMemoryBytes, pageWorker, option, CAMERA_WORKER } from './harness.mjs';
 import { readScene, enlarge, y4m } from './face-scene.mjs';
 
 const seconds = Number(option('seconds', 300));
@@ -26,7 +26,7 @@ try {
   const flags = ['--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream', `--use-file-for-fake-video-capture=${video}`, '--js-flags=--expose-gc'];
   await withBrowser(flags, async ({ server, browser }) => {
     const { page, errors } = await openPage(browser, server.url);
-    const cameraWorker = await pageWorker(page, 'camera-worker.js');
+    const cameraWorker = await pageWorker(page, CAMERA_WORKER);
     const frames = () => page.$eval('#camera', (section) => Number(section.dataset.frames ?? 0));
     await page.click('#camera-start');
     await page.waitForSelector('#camera[data-state="on"][data-faces]', { timeout: 30_000 });

@@ -53,14 +53,17 @@ function labelChanges(page, expression, frames) {
     const fer = await import(new URL('pkg/fer_cnn.js', location.href));
     await fer.default(); // the page itself may run the other build
     const model = fer.Model.fromBytes(new Uint8Array(await (await fetch('models/default.safetensors')).arrayBuffer()));
-    model.setInt8Inference(true); // as the camera worker classifies an int8 model
+    model.setInt8Inference(true); // as the library classifies an int8 model
     const camera = document.querySelector('#camera');
     let settle = 10; // frames for the new expression to reach the tracks
+    const { EXPRESSIONS } = await import(new URL('lib/index.js', location.href));
     const records = await new Promise((resolve) => {
       const seen = [];
-      const onFaces = ({ detail: { count, faces, crops, probs, layout } }) => {
-        if (count !== 1 || settle-- > 0) return;
-        seen.push({ crop: crops.slice(0, layout.cropSide ** 2), smoothed: fer.argmax(probs.slice(0, layout.classes)), label: faces[layout.faceField.label] });
+      const onFaces = ({ detail: { faces } }) => {
+        if (faces.length !== 1 || settle-- > 0) return;
+        const [face] = faces;
+        const smoothed = EXPRESSIONS.map((name) => face.probabilities[name]);
+        seen.push({ crop: face.crop, smoothed: fer.argmax(smoothed), label: EXPRESSIONS.indexOf(face.expression) });
         if (seen.length === frames) {
           camera.removeEventListener('camera-faces', onFaces);
           resolve(seen);

@@ -17,7 +17,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { withBrowser, openPage } from './harness.mjs';
+import { CAMERA_WORKER, withBrowser, openPage } from './harness.mjs';
 import { SCENE_FACES, readScene, enlarge, y4m, png } from './face-scene.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -118,7 +118,7 @@ async function moreFrames(page, more) {
 
 /** The page's camera workers as they start: `latest()` is the one started last. */
 function watchCameraWorkers(page) {
-  const isCameraWorker = (worker) => worker.url().endsWith('/js/camera-worker.js');
+  const isCameraWorker = (worker) => new URL(worker.url()).pathname.startsWith(`/${CAMERA_WORKER}`);
   const workers = page.workers().filter(isCameraWorker);
   page.on('worker', (worker) => { if (isCameraWorker(worker)) workers.push(worker); });
   return { latest: () => workers.at(-1), count: () => workers.length };

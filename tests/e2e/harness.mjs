@@ -342,12 +342,12 @@ export async function measureMemory(page) {
 }
 
 /**
- * The bytes of wasm memory of the engine in `worker` (a Playwright Worker running engine.js):
- * the module it imported, imported again in its own scope, is the same instance.
+ * The bytes of wasm memory of the engine in `worker` (the library's worker or the training
+ * worker): the module it imported, imported again in its own scope, is the same instance.
  */
 export function wasmMemoryBytes(worker) {
   return worker.evaluate(async () => {
-    const pkg = self.crossOriginIsolated ? '../pkg-threads/fer_cnn.js' : '../pkg/fer_cnn.js';
+    const pkg = self.crossOriginIsolated ? '/pkg-threads/fer_cnn.js' : '/pkg/fer_cnn.js';
     const fer = await import(new URL(pkg, self.location.href));
     return (await fer.default()).memory.buffer.byteLength;
   });
@@ -358,9 +358,12 @@ export function firstModel(page) {
   return page.evaluate(async () => (await import(new URL('js/models.js', location.href))).FIRST_MODEL);
 }
 
-/** The page's worker whose script is www/js/`name`, once it has started. */
-export async function pageWorker(page, name) {
-  const isIt = (worker) => worker.url().endsWith(`/js/${name}`);
+/** Where the library's worker scripts are (www/lib/worker-plain.js, worker-threads.js), for pageWorker. */
+export const CAMERA_WORKER = 'lib/worker-';
+
+/** The page's worker whose script is www/`path` (or starts with it), once it has started. */
+export async function pageWorker(page, path) {
+  const isIt = (worker) => new URL(worker.url()).pathname.startsWith(`/${path}`);
   return page.workers().find(isIt) ?? page.waitForEvent('worker', { predicate: isIt, timeout: 30_000 });
 }
 

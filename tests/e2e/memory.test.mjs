@@ -25,7 +25,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { withBrowser, openPage, measureMemory, wasmMemoryBytes, pageWorker } from './harness.mjs';
+import { withBrowser, openPage, measureMemory, wasmMemoryBytes, pageWorker, CAMERA_WORKER } from './harness.mjs';
 import { SCENE_FACES, readScene, enlarge, y4m } from './face-scene.mjs';
 
 const MB = 1024 * 1024;
@@ -64,7 +64,7 @@ test('memory: a camera soak leaves the page\'s memory and the camera worker\'s w
   try {
     await withBrowser(flags, async ({ server, browser }) => {
       const { page, errors } = await openPage(browser, server.url);
-      const cameraWorker = await pageWorker(page, 'camera-worker.js');
+      const cameraWorker = await pageWorker(page, CAMERA_WORKER);
       const frames = () => page.$eval('#camera', (section) => Number(section.dataset.frames ?? 0));
       const framesReach = (n) => page.waitForFunction((target) => Number(document.querySelector('#camera').dataset.frames ?? 0) >= target, n, { timeout: 600_000, polling: 500 });
       await page.click('#camera-start');
@@ -139,7 +139,7 @@ test('memory: the whole FER2013 file, loaded and trained with deep, fits the sta
 
     const { page, errors } = await openPage(browser, server.url);
     await page.hover('#drop-zone'); // the training worker starts when the training section is approached
-    const worker = await pageWorker(page, 'train-worker.js');
+    const worker = await pageWorker(page, 'js/train-worker.js');
     const empty = await settledWasmMemory(worker, page);
     await page.setInputFiles('#data-file', file); // from disk: no copy of the file through the driver
     await page.waitForSelector('#load-summary:not([hidden])', { timeout: 120_000 });

@@ -70,7 +70,7 @@ test('privacy: from load to camera, training and download, every request stays o
       assert.deepEqual(errors, []);
       // The recording covers the workers: the thread pools' helper is fetched by them alone.
       const paths = requests.map((url) => new URL(url).pathname);
-      for (const fetchedByWorkers of ['/js/camera-worker.js', '/js/train-worker.js', '/workerHelpers.no-bundler.js']) {
+      for (const fetchedByWorkers of ['/lib/worker-threads.js', '/js/train-worker.js', '/workerHelpers.no-bundler.js']) {
         assert.ok(paths.some((p) => p.endsWith(fetchedByWorkers)), `${fetchedByWorkers} is among the ${requests.length} requests recorded`);
       }
       assert.deepEqual(serviceWorkers, []);
@@ -107,7 +107,7 @@ test('privacy: the page\'s policy stops requests to another origin before they a
     assert.deepEqual((await page.evaluate(() => window.testViolations)).sort(), ['connect-src', 'connect-src', 'img-src', 'img-src']);
 
     await page.hover('#drop-zone'); // the training worker starts when the training section is approached
-    await pageWorker(page, 'train-worker.js');
+    await pageWorker(page, 'js/train-worker.js');
     const workers = page.workers().filter((worker) => /\/js\/(camera|train)-worker\.js$/.test(worker.url()));
     assert.equal(workers.length, 2, 'the camera and training workers');
     for (const worker of workers) {

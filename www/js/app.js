@@ -4,10 +4,12 @@
 // classifies faces; the calibration listens to the camera section's events and runs in the
 // training worker.
 //
-// Before the camera's first prediction the page fetches one engine build, one model and the
-// face detector: the workers get the engine compiled (engine.js), the other shipped models
-// are fetched when chosen (models.js), and the training worker starts when the user reaches
-// for the training section (or at its first request).
+// The camera and photos go through the library (www/lib/, what an app installs as `fer-cnn`),
+// by its public entry only. Before the camera's first prediction the page fetches one engine
+// build, one model and the face detector: the library's worker and the training worker get
+// the engine compiled once (engine.js), the other shipped models are fetched when chosen
+// (models.js), and the training worker starts when the user reaches for the training
+// section (or at its first request).
 import { startPageEngine } from './engine.js';
 import { setupCalibration } from './calibrate.js';
 import { setupCamera } from './camera.js';
@@ -34,7 +36,7 @@ async function main() {
   const registry = new ModelRegistry(fer, document.querySelector('#model-select'), document.querySelector('#model-info'));
   await registry.loadShipped(FIRST_MODEL, { bytes: firstModel });
   const camera = document.querySelector('#camera');
-  await setupCamera({ section: camera, registry });
+  await setupCamera({ section: camera, registry, emotions: fer.emotions() });
   const training = await setupTraining({ fer, registry });
   startWhenApproached(document.querySelector('#data'), training.worker);
   await setupCalibration({ fer, registry, camera, training });

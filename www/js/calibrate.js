@@ -126,14 +126,14 @@ export async function setupCalibration({ fer, registry, camera, training }) {
         camera.removeEventListener('camera-state', onState);
         outcome();
       };
-      const onFaces = ({ detail: { count, faces, crops, layout } }) => {
+      // The library reports a video's faces once seen in a few frames in a row.
+      const onFaces = ({ detail: { faces } }) => {
         const now = performance.now();
-        const steady = count === 1 && faces[layout.faceField.shown] === 1;
-        if (count > 1) skipped.several += 1;
-        else if (!steady) skipped.noFace += 1;
+        if (faces.length > 1) skipped.several += 1;
+        else if (faces.length === 0) skipped.noFace += 1;
         else if (now - lastTaken >= 1000 / MAX_CAPTURES_PER_SECOND) {
           lastTaken = now;
-          into.add(label, crops.slice(0, layout.cropSide * layout.cropSide));
+          into.add(label, faces[0].crop);
           taken += 1;
         }
         bar.value = Math.min(1, (now - started) / CAPTURE_MS);

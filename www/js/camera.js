@@ -1,21 +1,16 @@
-// The camera section: live video (or a dropped photo) → faces found, cropped the FER2013 way
-// and classified in wasm → boxes with labels over the picture, the 48x48 crop each face gives
-// the model, seven smoothed probability bars, frames/s and milliseconds per stage.
+// The camera section: live video (or a dropped photo) → the library's `track` and `detect`
+// (www/lib/, the same package an app installs) → boxes with labels over the picture, the 48x48
+// crop each face gives the model, seven smoothed probability bars, frames/s and milliseconds
+// per stage. All wasm work happens in the library's worker; it restarts that worker after a
+// crash (re-sending the detector, the model and the mirror setting), and gives up when it
+// keeps crashing.
 //
-// The wasm work happens in camera-worker.js: each frame goes there as a transferred
-// ImageBitmap, one frame at a time (a frame that arrives while the worker is busy is skipped,
-// so what is drawn is never more than one frame behind), and the faces come back.
+// Nothing breaks the tab: while the tab is hidden the browser sends no video frames (the
+// camera stays open, and tracking goes on where it is when the tab is shown again).
 //
-// Nothing breaks the tab: while the tab is hidden no frame is sent (the camera stays open, and
-// the video goes on where it is when the tab is shown again); if the worker crashes, a fresh
-// one gets the detector, the model and the test-time augmentation again and the video goes on,
-// unless it keeps crashing.
-//
-// A face is drawn once the tracks (Rust's face::tracks) have seen it in a few frames in a row,
-// named by the label they hold steady. The section dispatches 'camera-state' ({state}) and,
-// for each video frame, 'camera-faces' (the worker's reply and the layout), which the
-// calibration (calibrate.js) takes its captures from.
-import { WorkerClient, WorkerCrash } from './worker-rpc.js';
+// The section dispatches 'camera-state' ({state}) and, for each video frame, 'camera-faces'
+// ({faces}: the library's faces), which the calibration (calibrate.js) takes its captures from.
+import { EXPRESSIONS, load } from '../lib/index.js';
 import { FIRST_MODEL, PHOTO_MODEL } from './models.js';
 
 const STATE_MESSAGES = {
@@ -34,14 +29,10 @@ const STATE_MESSAGES = {
   crashed: 'The face finder stopped working, so the camera and photos are off. Reload the page to start it again.',
 };
 
-// A worker that crashes again as soon as it starts (on every frame, say) would otherwise be
-// restarted for ever: past this many crashes in a minute, the camera gives up.
-const MAX_RESTARTS = 3;
-const RESTART_WINDOW_MS = 60_000;
-
-// Photos are scaled down to this long side first: faces stay large enough to find, and a
-// 50-megapixel photo does not need 200 MB of wasm memory.
+// Photos are shown at most this wide and high (the library scales what it classifies itself).
 const MAX_PHOTO_SIDE = 1280;
+const MAX_FACES = 4;
+const CROP_SIDE = 48;
 const FACE_COLOURS = ['#3a6df0', '#e0692f', '#2fa36b', '#b23ad0'];
 
 function describeError(error) {
@@ -56,6 +47,7 @@ function describeError(error) {
       return 'busy';
   }
 }
+
 
 function element(tag, className, text) {
   const node = document.createElement(tag);
@@ -90,32 +82,37 @@ class FaceCard {
     this.root.append(this.canvas, this.caption, bars);
   }
 
-  /** `label`: the expression to name, as the tracks hold it (not always the top bar). */
-  show(index, crop, probs, label, emotions) {
+  /** `face`: one of the library's faces; its `expression` is the label the tracks hold (not always the top bar). */
+  show(index, face, emotions) {
     const rgba = this.pixels.data;
-    for (let i = 0; i < crop.length; i++) {
-      rgba[4 * i] = rgba[4 * i + 1] = rgba[4 * i + 2] = crop[i];
+    face.crop.forEach((grey, i) => {
+      rgba[4 * i] = rgba[4 * i + 1] = rgba[4 * i + 2] = grey;
       rgba[4 * i + 3] = 255;
-    }
+    });
     this.context.putImageData(this.pixels, 0, 0);
+    const probs = EXPRESSIONS.map((name) => face.probabilities[name]);
     probs.forEach((p, k) => {
       this.bars[k].fill.style.width = `${(100 * p).toFixed(1)}%`;
       this.bars[k].value.textContent = `${Math.round(100 * p)}%`;
     });
-    this.caption.textContent = `Face ${index + 1}: ${emotions[label]} ${Math.round(100 * probs[label])}%`;
-    this.root.dataset.probs = Array.from(probs).join(',');
+    const label = EXPRESSIONS.indexOf(face.expression);
+    const doubt = face.uncertain ? ' (uncertain)' : '';
+    const flags = face.quality.flags.length ? ` · ${face.quality.flags.join(', ')}` : '';
+    this.caption.textContent = `Face ${index + 1}: ${emotions[label]} ${Math.round(100 * face.score)}%${doubt}${flags}`;
+    this.root.dataset.probs = probs.join(',');
     this.root.dataset.label = String(label);
+    this.root.dataset.id = String(face.id);
     this.root.hidden = false;
   }
 }
 
 /**
  * Fills `section` and runs it. `registry` is the ModelRegistry whose current model classifies
- * the faces (a copy of it lives in the camera worker).
+ * the faces (the library's worker holds a copy of it).
  */
-export async function setupCamera({ section, registry }) {
+export async function setupCamera({ section, registry, emotions }) {
   try {
-    await runCamera({ section, registry });
+    await runCamera({ section, registry, emotions });
   } catch (error) {
     // The rest of the page keeps working without the camera.
     section.dataset.state = 'unavailable';
@@ -125,11 +122,13 @@ export async function setupCamera({ section, registry }) {
   }
 }
 
-async function runCamera({ section, registry }) {
-  const [detectorManifest, detectorWeights] = await Promise.all([
-    fetch('vendor/face-detector/tiny_face_detector_model-weights_manifest.json').then((r) => r.ok ? r.text() : Promise.reject(new Error(`the face detector's manifest is missing (HTTP ${r.status}); run ./build.sh wasm`))),
-    fetch('vendor/face-detector/tiny_face_detector_model.bin').then((r) => r.ok ? r.arrayBuffer() : Promise.reject(new Error(`the face detector's weights are missing (HTTP ${r.status}); run ./build.sh wasm`))),
-  ]);
+/** The registry's current model as a file for the library, at the precision it was stored in (int8 files are classified in integer arithmetic). */
+function currentModelBytes(registry) {
+  const model = registry.current();
+  return model.toBytes(model.storedPrecision());
+}
+
+async function runCamera({ section, registry, emotions }) {
   const $ = (selector) => section.querySelector(selector);
   const startButton = $('#camera-start');
   const stopButton = $('#camera-stop');
@@ -146,48 +145,12 @@ async function runCamera({ section, registry }) {
   const faceList = $('#camera-faces');
   const mirrorTta = $('#camera-mirror-tta');
 
-  const workerUrl = new URL('./camera-worker.js', import.meta.url);
-  let worker = null;
-  let workerReady = null; // resolves to `worker` once it has the detector, the model and the tta
-  let running = false; // set up: from then on a crash restarts the worker
-  let crashes = []; // when the recent ones happened
-  let restarts = 0;
-  // Sent as exact f32 weights; a model stored in 8 bits (the default one) is classified in
-  // integer arithmetic, which its weights lose nothing to (see engine::int8 in the Rust code).
-  const modelMessage = () => {
-    const model = registry.current();
-    return { bytes: model.toBytes('f32'), int8: model.storedPrecision() === 'int8' };
-  };
-  const ttaMessage = () => ({ tta: mirrorTta.checked ? 'flip' : 'none' }); // a reload may keep the box ticked
+  // A reload may keep the mirror box ticked.
+  const fer = await load({ model: currentModelBytes(registry), mirror: mirrorTta.checked });
 
-  /** A fresh worker, given everything it needs; resolves to what its 'start' answers. */
-  function startWorker() {
-    const client = new WorkerClient(workerUrl, { onCrash: (error) => workerCrashed(client, error) });
-    worker = client;
-    let started;
-    workerReady = (async () => {
-      // A copy is transferred: the weights are kept here for the next worker.
-      const weights = detectorWeights.slice(0);
-      started = await client.request('start', { detectorManifest, detectorWeights: weights }, [weights]);
-      await client.request('model', modelMessage());
-      await client.request('tta', ttaMessage());
-      return client;
-    })();
-    return workerReady.then(() => started);
-  }
-
-  /** A request to the worker, once it is ready (after a crash: once its successor is). */
-  async function ask(type, message, transfer) {
-    return (await workerReady).request(type, message, transfer);
-  }
-
-  const first = await startWorker();
-  const { layout, emotions } = first;
-  let { threads } = first; // told again by each fresh worker
-
-  const cards = Array.from({ length: layout.maxFaces }, (_, i) => new FaceCard(i, emotions, layout.cropSide));
+  const cards = Array.from({ length: MAX_FACES }, (_, i) => new FaceCard(i, emotions, CROP_SIDE));
   faceList.append(...cards.map((card) => card.root));
-  const boxNodes = Array.from({ length: layout.maxFaces }, (_, i) => {
+  const boxNodes = Array.from({ length: MAX_FACES }, (_, i) => {
     const box = element('div', 'camera-box');
     box.style.setProperty('--face-colour', FACE_COLOURS[i]);
     box.append(element('span', 'camera-box-label'));
@@ -198,16 +161,14 @@ async function runCamera({ section, registry }) {
 
   let stream = null;
   let startAttempts = 0; // a stop while the browser asks for permission cancels that start
-  let frameRequest = null;
-  let frameInFlight = false;
+  let stopTracking = null;
   let shown = 0; // bumped whenever the picture on show changes, so late results are dropped
   let photo = null; // the photo on show, to classify again when the model changes
   let fps = { frames: 0, since: performance.now(), value: 0 };
-  // Each stage's milliseconds over recent video frames: the worker searches the whole frame for
-  // faces only every few frames and follows them in between, so one frame's times jump.
+  // Each stage's milliseconds over recent video frames: the library searches the whole frame
+  // for faces only every few frames and follows them in between, so one frame's times jump.
   let meanTimes = null;
   let framesShown = 0;
-  const tabHidden = () => document.visibilityState === 'hidden';
 
   function setState(state, detail) {
     section.dataset.state = state;
@@ -219,111 +180,62 @@ async function runCamera({ section, registry }) {
     section.dispatchEvent(new CustomEvent('camera-state', { detail: { state } }));
   }
 
-  /**
-   * Sends `source` (video or photo) to the worker and shows its faces; resolves to false,
-   * showing nothing, when the picture on show changed meanwhile.
-   */
-  async function classify(source, isPhoto) {
-    const picture = shown;
-    const client = await workerReady;
-    const started = performance.now();
-    const bitmap = await createImageBitmap(source);
-    const { width, height } = bitmap;
-    let result;
-    try {
-      result = await client.request('frame', { bitmap, kind: isPhoto ? 'photo' : 'video' }, [bitmap]);
-    } finally {
-      bitmap.close(); // a no-op once transferred; frees it when the worker crashed meanwhile
-    }
-    if (picture !== shown) return false;
-    show(result, width, height, performance.now() - started);
-    // calibrate.js takes its captures from the video's faces.
-    if (!isPhoto) section.dispatchEvent(new CustomEvent('camera-faces', { detail: { ...result, layout } }));
-    return true;
-  }
-
   /** A video frame's stage times as running means (a tenth of each new frame); a photo's as they are. */
-  function smoothed(times, video) {
-    if (!video || !meanTimes) {
-      meanTimes = video ? { ...times } : null;
+  function smoothed(times, isVideo) {
+    if (!isVideo || !meanTimes) {
+      meanTimes = isVideo ? { ...times } : null;
       return times;
     }
     for (const [stage, ms] of Object.entries(times)) meanTimes[stage] += 0.1 * (ms - meanTimes[stage]);
     return { ...meanTimes };
   }
 
-  function show({ count, faces, crops, probs: allProbs, tta, int8, ...frameTimes }, width, height, frameMs) {
-    const { faceFields, cropSide, classes } = layout;
-    const cropPixels = cropSide * cropSide;
-    let onShow = 0;
-    for (let i = 0; i < layout.maxFaces; i++) {
-      const box = boxNodes[i];
-      const record = faces.subarray(i * faceFields, (i + 1) * faceFields);
-      // A face found in fewer consecutive frames than the tracks ask for is not drawn yet: a
-      // detector's one-frame false find never shows.
-      if (i >= count || !record[layout.faceField.shown]) {
+  function show(faces, { width, height, timings }, isVideo) {
+    boxNodes.forEach((box, i) => {
+      const face = faces[i];
+      if (!face) {
         box.hidden = true;
         cards[i].root.hidden = true;
-        continue;
+        return;
       }
-      onShow += 1;
       // Draw the square the model sees, not the detector's raw box.
-      const [left, top, side] = [record[layout.faceField.cropLeft], record[layout.faceField.cropTop], record[layout.faceField.cropSide]];
-      box.style.left = `${(100 * left) / width}%`;
-      box.style.top = `${(100 * top) / height}%`;
+      const { x, y, width: side } = face.cropBox;
+      box.style.left = `${(100 * x) / width}%`;
+      box.style.top = `${(100 * y) / height}%`;
       box.style.width = `${(100 * side) / width}%`;
       box.style.height = `${(100 * side) / height}%`;
-      const probs = allProbs.subarray(i * classes, (i + 1) * classes);
-      // The label the tracks hold steady (with hysteresis), not the leading bar of this frame.
-      const label = record[layout.faceField.label];
-      cards[i].show(i, crops.subarray(i * cropPixels, (i + 1) * cropPixels), probs, label, emotions);
-      box.firstChild.textContent = `${i + 1} · ${emotions[label]}`;
+      cards[i].show(i, face, emotions);
+      box.firstChild.textContent = `${i + 1} · ${emotions[EXPRESSIONS.indexOf(face.expression)]}`;
       box.hidden = false;
-    }
-    section.dataset.faces = String(onShow);
-    noFace.hidden = count > 0;
-    // The total runs from the frame's capture to its faces coming back, so it also counts
-    // handing the frame to the worker and back.
-    const video = section.dataset.state === 'on';
-    const rate = video ? ` · ${fps.value.toFixed(0)} frames/s` : '';
-    // Smoothed, the 0-or-1 whole-frame flag becomes the share of recent frames searched whole.
-    const { totalMs, copyMs, findMs, cropMs, classifyMs, wholeFrame } = smoothed({ totalMs: frameMs, ...frameTimes }, video);
-    const search = video ? `whole frame in ${(100 * wholeFrame).toFixed(0)}% of frames` : 'whole frame';
+    });
+    section.dataset.faces = String(Math.min(faces.length, MAX_FACES));
+    noFace.hidden = faces.length > 0;
+    const rate = isVideo ? ` · ${fps.value.toFixed(0)} frames/s` : '';
+    // Smoothed, the whole-frame flag becomes the share of recent frames searched whole.
+    const { totalMs, copyMs, findMs, cropMs, classifyMs, wholeFrame } = smoothed({ ...timings, wholeFrame: Number(timings.wholeFrame) }, isVideo);
+    const search = isVideo ? `whole frame in ${(100 * wholeFrame).toFixed(0)}% of frames` : 'whole frame';
+    const threads = fer.threads;
     stats.textContent = `${width}×${height}: ${totalMs.toFixed(1)} ms per frame, of which copy ${copyMs.toFixed(1)} + ` +
-      `find ${findMs.toFixed(1)} (${search}) + crop ${cropMs.toFixed(1)} + classify${tta === 'flip' ? ' (with mirror)' : ''} ` +
-      `${classifyMs.toFixed(1)} ms${int8 ? ' in 8-bit arithmetic' : ''} in a worker on ${threads} thread${threads === 1 ? '' : 's'}${rate}`;
+      `find ${findMs.toFixed(1)} (${search}) + crop ${cropMs.toFixed(1)} + classify${mirrorTta.checked ? ' (with mirror)' : ''} ` +
+      `${classifyMs.toFixed(1)} ms${fer.model.integerArithmetic ? ' in 8-bit arithmetic' : ''} in a worker on ${threads} thread${threads === 1 ? '' : 's'}${rate}`;
   }
 
-  function nextFrame() {
-    frameRequest = 'requestVideoFrameCallback' in video
-      ? { video: video.requestVideoFrameCallback(onFrame) }
-      : { animation: requestAnimationFrame(onFrame) };
+  function onVideoFaces(faces, frame) {
+    show(faces, frame, true);
+    section.dataset.frames = String(++framesShown);
+    fps.frames += 1;
+    const now = performance.now();
+    if (now - fps.since >= 1000) fps = { frames: 0, since: now, value: (1000 * fps.frames) / (now - fps.since) };
+    // calibrate.js takes its captures from the video's faces.
+    section.dispatchEvent(new CustomEvent('camera-faces', { detail: { faces } }));
   }
 
-  function onFrame() {
-    if (!stream) return;
-    if (tabHidden()) {
-      // No work for a tab nobody sees; showing it again restarts the loop.
-      frameRequest = null;
-      return;
-    }
-    if (video.videoWidth > 0 && !frameInFlight) {
-      frameInFlight = true;
-      classify(video, false).then((done) => {
-        if (!done) return;
-        section.dataset.frames = String(++framesShown);
-        fps.frames += 1;
-        const now = performance.now();
-        if (now - fps.since >= 1000) {
-          fps = { frames: 0, since: now, value: (1000 * fps.frames) / (now - fps.since) };
-        }
-      }, (error) => {
-        if (error instanceof WorkerCrash) return; // a fresh worker takes the next frame
-        if (stream) stop('failed', error.message ?? String(error));
-        console.error(error);
-      }).finally(() => { frameInFlight = false; });
-    }
-    nextFrame();
+  /** Classifies the photo on show and shows its faces, unless the picture changed meanwhile. */
+  async function classifyPhoto() {
+    const picture = shown;
+    const faces = await fer.detect(photoCanvas);
+    if (picture !== shown) return;
+    show(faces, faces.frame, false);
   }
 
   // Photos get the accurate model; starting the camera after a photo switched to it goes back to
@@ -382,16 +294,20 @@ async function runCamera({ section, registry }) {
     fps = { frames: 0, since: performance.now(), value: 0 };
     meanTimes = null;
     setState('on');
-    nextFrame();
+    stopTracking = fer.track(video, onVideoFaces, {
+      onError: (error) => {
+        if (stream) stop('failed', error.message);
+        console.error(error);
+      },
+    });
   }
 
   /** Stops the video and releases the camera (its light goes off). */
   function stop(state = 'off', detail) {
     startAttempts += 1;
     shown += 1;
-    if (frameRequest?.video !== undefined) video.cancelVideoFrameCallback(frameRequest.video);
-    if (frameRequest?.animation !== undefined) cancelAnimationFrame(frameRequest.animation);
-    frameRequest = null;
+    stopTracking?.();
+    stopTracking = null;
     for (const track of stream?.getTracks() ?? []) track.stop();
     stream = null;
     video.srcObject = null;
@@ -426,7 +342,7 @@ async function runCamera({ section, registry }) {
     photoCanvas.getContext('2d').drawImage(bitmap, 0, 0, width, height);
     stage.style.aspectRatio = `${width} / ${height}`;
     placeholder.hidden = true;
-    await classify(photoCanvas, true);
+    await classifyPhoto();
   }
 
   async function usePhoto(file) {
@@ -445,7 +361,7 @@ async function runCamera({ section, registry }) {
       setState('photo', file.name);
       await showPhoto(bitmap);
     } catch (error) {
-      if (error instanceof WorkerCrash) return; // the fresh worker classifies the photo again
+      if (error.code === 'worker-crashed') return; // the fresh worker classifies the photo again
       status.textContent = `Could not classify ${file.name}: ${error.message ?? error}`;
       status.classList.add('error');
       console.error(error);
@@ -469,69 +385,42 @@ async function runCamera({ section, registry }) {
     stage.classList.remove('over');
     usePhoto(event.dataTransfer.files[0]);
   });
-  // A new model (e.g. one just trained) or test-time augmentation classifies the photo on
-  // show at once; live video picks it up on its next frame. The worker takes messages in
-  // order, so the photo is classified with the new setting.
+  // A new model (e.g. one just trained) or mirror setting classifies the photo on show at once;
+  // live video picks it up on its next frame. The library's worker takes requests in order.
   const classifyPhotoAgain = () => {
     if (!photo || stream) return;
-    classify(photoCanvas, true).catch((error) => {
-      if (error instanceof WorkerCrash) return;
+    classifyPhoto().catch((error) => {
+      if (error.code === 'worker-crashed') return;
       setState('failed', error.message ?? String(error));
       console.error(error);
     });
   };
-  // A crash while the model or the tta is on its way is no failure: the fresh worker is sent
-  // the current ones.
+  // A crash while the model or the mirror setting is on its way is no failure: the library
+  // sends the fresh worker the current ones.
   registry.addEventListener('change', () => {
-    ask('model', modelMessage()).catch((error) => {
-      if (!(error instanceof WorkerCrash)) setState('failed', `the new model did not reach the camera: ${error.message}`);
+    fer.setModel(currentModelBytes(registry)).catch((error) => {
+      if (error.code !== 'worker-crashed') setState('failed', `the new model did not reach the camera: ${error.message}`);
     });
     classifyPhotoAgain();
   });
   mirrorTta.addEventListener('change', () => {
-    ask('tta', ttaMessage()).catch((error) => {
-      if (!(error instanceof WorkerCrash)) setState('failed', error.message);
+    fer.setMirror(mirrorTta.checked).catch((error) => {
+      if (error.code !== 'worker-crashed') setState('failed', error.message);
     });
     classifyPhotoAgain();
   });
 
-  document.addEventListener('visibilitychange', () => {
-    if (tabHidden() || !stream || frameRequest || section.dataset.state !== 'on') return;
-    fps = { frames: 0, since: performance.now(), value: 0 };
-    nextFrame();
+  fer.addEventListener('restart', ({ detail: { restarts } }) => {
+    section.dataset.workerRestarts = String(restarts);
+    classifyPhotoAgain();
   });
-
-  function workerCrashed(client, error) {
-    if (client !== worker || !running) return; // before set-up, the set-up fails with it
-    const now = performance.now();
-    crashes = crashes.filter((when) => now - when < RESTART_WINDOW_MS).concat(now);
-    if (crashes.length > MAX_RESTARTS) {
-      giveUp(error);
-      return;
-    }
-    section.dataset.workerRestarts = String(++restarts);
-    console.warn(`The camera's worker stopped (${error.message}); starting a fresh one.`);
-    startWorker().then((fresh) => {
-      threads = fresh.threads;
-      classifyPhotoAgain();
-    }, (failure) => {
-      // A fresh worker that crashes is handled as any crash; one that refuses to start is final.
-      if (!(failure instanceof WorkerCrash)) giveUp(failure);
-    });
-  }
-
-  function giveUp(error) {
-    running = false;
-    worker.worker.terminate();
-    workerReady = Promise.reject(new WorkerCrash(error.message));
-    workerReady.catch(() => {});
+  fer.addEventListener('failed', ({ detail: { error } }) => {
     startButton.disabled = true;
     photoButton.disabled = true;
     stop('crashed', error.message);
-  }
+  });
 
   startButton.disabled = false;
   photoButton.disabled = false;
-  running = true;
   setState('off');
 }
