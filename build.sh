@@ -7,6 +7,7 @@
 #   ./build.sh wasm       build the wasm packages into www/pkg and www/pkg-threads (and the
 #                         page's npm assets)
 #   ./build.sh setup      install the tools only
+#   ./build.sh package    build the npm package fer-cnn into dist/fer-cnn-VERSION.tgz
 #   ./build.sh bench      print speed figures (native and in-browser)
 #   ./build.sh fuzz       run each fuzz target (fuzz/) for FUZZ_SECONDS (default 60) each
 #   ./build.sh torch      install the PyTorch reference (reference/torch/) into .venv-torch
@@ -150,6 +151,53 @@ build_wasm() {
     cp www/node_modules/@vladmandic/face-api/LICENSE www/vendor/face-detector/LICENSE
 }
 
+crate_version() {
+    awk -F'"' '/^version = / { print $2; exit }' Cargo.toml
+}
+
+# The npm package `fer-cnn`: the library (www/lib/), both engine builds, both models and the
+# face detector's weights with its licence, laid out as in www/ so that every asset is found
+# relative to the library's modules; packed by `npm pack` into dist/fer-cnn-VERSION.tgz.
+# Expects build_wasm to have run.
+build_package() {
+    local version stage=target/package/fer-cnn
+    version=$(crate_version)
+    log "packing fer-cnn $version into dist/"
+    rm -rf "$stage" && mkdir -p "$stage/lib" "$stage/vendor" dist
+    cp www/lib/*.js www/lib/*.d.ts "$stage/lib/"
+    cp www/lib/README.md "$stage/README.md"
+    for build in pkg pkg-threads; do
+        mkdir -p "$stage/$build"
+        cp -r "www/$build/fer_cnn.js" "www/$build/fer_cnn_bg.wasm" "$stage/$build/"
+        [ -d "www/$build/snippets" ] && cp -r "www/$build/snippets" "$stage/$build/"
+    done
+    cp -r www/models "$stage/models"
+    cp -r www/vendor/face-detector "$stage/vendor/face-detector"
+    cp LICENSE "$stage/LICENSE"
+    node -e '
+        const [version, description] = process.argv.slice(1);
+        const manifest = {
+            name: "fer-cnn", version, description, license: "MIT", type: "module",
+            exports: {
+                ".": {
+                    node: { types: "./lib/node.d.ts", default: "./lib/node.js" },
+                    types: "./lib/index.d.ts",
+                    default: "./lib/index.js",
+                },
+                "./package.json": "./package.json",
+            },
+            types: "./lib/index.d.ts",
+            sideEffects: ["./lib/worker-plain.js", "./lib/worker-threads.js", "./pkg/*.js", "./pkg-threads/**/*.js"],
+            engines: { node: ">=20" },
+            keywords: ["facial-expression", "emotion", "face-detection", "webassembly", "fer2013", "cnn"],
+        };
+        process.stdout.write(JSON.stringify(manifest, null, 2) + "\n");
+    ' "$version" "Facial expressions from any image or video, in a worker: a CNN in Rust and WebAssembly (FER2013)" > "$stage/package.json"
+    rm -f "dist/fer-cnn-$version.tgz"
+    (cd "$stage" && npm pack --silent --pack-destination ../../../dist >/dev/null)
+    ls -l "dist/fer-cnn-$version.tgz" >&2
+}
+
 serve() {
     log "serving www/ at http://127.0.0.1:$PORT/ (Ctrl-C to stop)"
     echo "http://127.0.0.1:$PORT/"
@@ -163,8 +211,9 @@ run_tests() {
     cargo test --release
     log "browser tests (wasm-pack test --headless --firefox)"
     wasm-pack test --headless --firefox --release -- --test web
-    log "end-to-end page tests (headless Chromium)"
+    log "end-to-end page and package tests (headless Chromium and Firefox)"
     build_wasm
+    build_package
     node --test tests/e2e/
 }
 
@@ -172,6 +221,7 @@ bench() {
     log "native speed (fer bench)"
     cargo run --release --quiet --bin fer -- bench
     build_wasm
+    build_package
     if [ ! -f tests/e2e/bench/node_modules/.package-lock.json ] || [ tests/e2e/bench/package-lock.json -nt tests/e2e/bench/node_modules/.package-lock.json ]; then
         log "npm ci (tests/e2e/bench: TensorFlow.js, for the comparison only)"
         (cd tests/e2e/bench && npm ci --no-audit --no-fund --loglevel=error)
@@ -201,9 +251,10 @@ case "${1:-serve}" in
     serve) setup; build_wasm; serve ;;
     test) setup; run_tests ;;
     wasm) setup; build_wasm ;;
+    package) setup; build_wasm; build_package ;;
     setup) setup ;;
     bench) setup; bench ;;
     fuzz) setup; fuzz ;;
     torch) ensure_torch_env ;;
-    *) echo "usage: $0 [serve|test|wasm|setup|bench|fuzz|torch]" >&2; exit 2 ;;
+    *) echo "usage: $0 [serve|test|wasm|package|setup|bench|fuzz|torch]" >&2; exit 2 ;;
 esac

@@ -1,0 +1,94 @@
+// An app that installed the fer-cnn package, as a web developer writes one: the same file runs
+// in the plain static page (an import map resolves 'fer-cnn') and in the Vite app (Vite does).
+// package.test.mjs calls the functions it leaves on `window`.
+import { EXPRESSIONS, FerError, load } from 'fer-cnn';
+
+const photo = () => document.querySelector('#photo');
+const summary = ({ crop, ...face }) => ({ ...face, cropBytes: crop.length });
+
+/** The faces of the photo, the time from `load` to the first result, and an error's code. */
+window.detectPhoto = async () => {
+  const started = performance.now();
+  const fer = await load({ model: 'fast' });
+  await photo().decode();
+  const faces = await fer.detect(photo());
+  const firstResultMs = performance.now() - started;
+  const bad = await fer.detect('not an image').then(() => null, (error) => ({ isFerError: error instanceof FerError, code: error.code, message: error.message }));
+  const info = { threads: fer.threads, model: fer.model, expressions: [...EXPRESSIONS] };
+  fer.dispose();
+  const afterDispose = await fer.classify(new Uint8Array(2304)).then(() => null, (error) => error.code);
+  return { faces: faces.map(summary), firstResultMs, bad, info, afterDispose, isolated: self.crossOriginIsolated };
+};
+
+/** RGBA pixels of the photo as drawn on a canvas, with what detect makes of them here. */
+window.detectPixels = async () => {
+  await photo().decode();
+  const canvas = document.createElement('canvas');
+  canvas.width = photo().naturalWidth;
+  canvas.height = photo().naturalHeight;
+  const context = canvas.getContext('2d');
+  context.drawImage(photo(), 0, 0);
+  const pixels = context.getImageData(0, 0, canvas.width, canvas.height);
+  const fer = await load({ model: 'fast' });
+  const faces = await fer.detect(pixels);
+  const probabilities = await fer.classify(faces[0].crop);
+  fer.dispose();
+  return {
+    width: pixels.width, height: pixels.height, rgba: Array.from(pixels.data),
+    faces: faces.map(summary), crop: Array.from(faces[0].crop), probabilities: Array.from(probabilities),
+  };
+};
+
+/**
+ * Tracks a camera for `frames` frames: a MediaStream of the photo drawn on a canvas 30 times a
+ * second (the camera of a headless browser), in a <video> as getUserMedia's stream would be.
+ * Resolves to each frame's face ids and expressions.
+ */
+window.trackCamera = async (frames) => {
+  await photo().decode();
+  const canvas = document.createElement('canvas');
+  canvas.width = 640;
+  canvas.height = 480;
+  const context = canvas.getContext('2d');
+  const draw = () => context.drawImage(photo(), 0, 0, canvas.width, canvas.height);
+  draw();
+  const painter = setInterval(draw, 33);
+  const video = document.createElement('video');
+  video.muted = true;
+  video.srcObject = canvas.captureStream(30);
+  document.body.append(video);
+  await video.play();
+  const fer = await load({ model: 'fast' });
+  const seen = [];
+  const totals = [];
+  await new Promise((resolve) => {
+    const stop = fer.track(video, (faces, frame) => {
+      if (faces.length === 0) return;
+      seen.push(faces.map((face) => ({ id: face.id, expression: face.expression })));
+      totals.push(frame.timings.totalMs);
+      if (seen.length >= frames) {
+        stop();
+        resolve();
+      }
+    });
+  });
+  clearInterval(painter);
+  fer.dispose();
+  return { seen, totals };
+};
+
+/** Milliseconds of each of `calls` detect calls on the photo, after two to warm up. */
+window.timeDetect = async (calls, model = 'fast') => {
+  await photo().decode();
+  const fer = await load({ model });
+  for (let i = 0; i < 2; i++) await fer.detect(photo());
+  const ms = [];
+  for (let i = 0; i < calls; i++) {
+    const started = performance.now();
+    await fer.detect(photo());
+    ms.push(performance.now() - started);
+  }
+  const threads = fer.threads;
+  fer.dispose();
+  return { ms, threads };
+};
