@@ -14,7 +14,9 @@ window.detectPhoto = async () => {
   const faces = await fer.detect(photo());
   const firstResultMs = performance.now() - started;
   const bad = await fer.detect('not an image').then(() => null, (error) => ({ isFerError: error instanceof FerError, code: error.code, message: error.message }));
-  const info = { threads: fer.threads, model: fer.model, expressions: [...EXPRESSIONS] };
+  // Checked here: key order does not survive every test driver's JSON.
+  const keysInOrder = faces.every((face) => Object.keys(face.probabilities).join() === EXPRESSIONS.join());
+  const info = { threads: fer.threads, model: fer.model, expressions: [...EXPRESSIONS], keysInOrder };
   fer.dispose();
   const afterDispose = await fer.classify(new Uint8Array(2304)).then(() => null, (error) => error.code);
   return { faces: faces.map(summary), firstResultMs, bad, info, afterDispose, isolated: self.crossOriginIsolated };
