@@ -77,7 +77,7 @@ for (const [name, inBrowser] of Object.entries(BROWSERS)) {
         assert.equal(detected.isolated, false);
         assert.equal(detected.info.threads, 1, 'one thread without cross-origin isolation');
         assertSmilingAstronaut(detected, `${kind}, ${name}`);
-        console.log(`# ${kind}, ${name}: load to first detect ${detected.firstResultMs.toFixed(0)} ms`);
+        console.log(`${kind}, ${name}: load to first detect ${detected.firstResultMs.toFixed(0)} ms`);
         const tracked = await inBrowser(server.url, 'trackCamera', 20);
         assertSteadyIds(tracked, `${kind}, ${name}`);
       } finally {
