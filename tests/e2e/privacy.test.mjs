@@ -108,7 +108,7 @@ test('privacy: the page\'s policy stops requests to another origin before they a
 
     await page.hover('#drop-zone'); // the training worker starts when the training section is approached
     await pageWorker(page, 'js/train-worker.js');
-    const workers = page.workers().filter((worker) => /\/js\/(camera|train)-worker\.js$/.test(worker.url()));
+    const workers = page.workers().filter((worker) => /\/(lib\/worker-(plain|threads)|js\/train-worker)\.js$/.test(worker.url()));
     assert.equal(workers.length, 2, 'the camera and training workers');
     for (const worker of workers) {
       assert.match(await worker.evaluate(fetchFails, `${other.url}${path.basename(worker.url())}`), /^refused/, worker.url());
