@@ -3,10 +3,12 @@
 //!
 //! Data flows one way: bytes → [`data`] (FER2013 parsing, augmentation) → batches →
 //! [`engine`] (tensors, layers, losses, optimisers) built from [`models`] presets →
-//! [`inference`] (probabilities, evaluation) and [`train`] (the training run) → [`face`] (the
+//! [`inference`] (probabilities, evaluation; [`confidence`] fits the temperature that makes
+//! the probabilities mean what they say) and [`train`] (the training run) → [`face`] (the
 //! camera's pipeline, which reaches inference, never training) → the native CLI
 //! (`src/bin/fer/`) or the wasm API ([`web`]) → the page (`www/`).
 
+pub mod confidence;
 pub mod data;
 pub mod engine;
 pub mod error;

@@ -201,3 +201,30 @@ fn calibrate_fits_a_persons_captures_and_eval_reads_the_result() {
     assert!(stderr.contains("absent.safetensors"), "{stderr}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn temperature_is_fitted_on_publictest_and_stored_beside_unchanged_weights() {
+    let dir = workdir("temperature");
+    write_csv(&dir, 6, &["Training", "PublicTest"]);
+    succeeds(&dir, &[TRAIN_SEED, &["--epochs", "2", "--seed", "1", "--int8", "--out", "a.safetensors"]].concat());
+    let (stdout, _) =
+        succeeds(&dir, &["temperature", "--model", "a.safetensors", "--csv", "faces.csv", "--int8-inference", "--out", "t.safetensors"]);
+    assert!(stdout.contains("42 PublicTest faces, integer arithmetic"), "{stdout}");
+    let temperature: f32 = stdout.lines().find_map(|l| l.strip_prefix("temperature ")?.parse().ok()).unwrap_or_else(|| panic!("{stdout}"));
+    let (info, _) = succeeds(&dir, &["info", "t.safetensors"]);
+    let stored: f32 = info.lines().find_map(|l| l.strip_prefix("temperature: ")?.parse().ok()).unwrap_or_else(|| panic!("{info}"));
+    assert_eq!(stored, temperature);
+
+    // The weights are the same bytes, so every face gets the same class.
+    let (a, t) = (std::fs::read(dir.join("a.safetensors")).unwrap(), std::fs::read(dir.join("t.safetensors")).unwrap());
+    let (a, t) = (safetensors::SafeTensors::deserialize(&a).unwrap(), safetensors::SafeTensors::deserialize(&t).unwrap());
+    for (name, view) in a.tensors() {
+        assert_eq!(view.data(), t.tensor(&name).unwrap().data(), "{name}");
+    }
+    let options = ["--int8-inference"];
+    let (before, after) = (eval_json_with(&dir, "a.safetensors", &options), eval_json_with(&dir, "t.safetensors", &options));
+    assert_eq!(before["confusion"], after["confusion"]);
+    let (stdout, _) = succeeds(&dir, &["eval", "--model", "t.safetensors", "--csv", "faces.csv", "--usage", "PublicTest"]);
+    assert!(stdout.contains(&format!("(temperature {stored})")), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

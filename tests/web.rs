@@ -77,6 +77,17 @@ fn the_default_model_classifies_in_integer_arithmetic() {
 }
 
 #[wasm_bindgen_test]
+fn a_models_temperature_and_uncertain_threshold_are_read_from_its_file() {
+    let bytes = include_bytes!("../www/models/default.safetensors");
+    let model = Model::from_bytes(bytes).unwrap_or_else(|_| panic!("the default model loads"));
+    let metadata = fer_cnn::models::load_model(bytes).unwrap_or_else(|_| panic!("loads natively")).metadata;
+    assert_eq!(Some(model.temperature()), metadata.temperature);
+    assert!(model.uncertain_below().is_some() && model.uncertain_below() == metadata.uncertain_below);
+    let fresh = Model::from_preset("seed", 1).unwrap_or_else(|_| panic!("preset builds"));
+    assert_eq!((fresh.temperature(), fresh.uncertain_below()), (1.0, None));
+}
+
+#[wasm_bindgen_test]
 fn csv_in_odd_chunks_with_bad_rows_is_parsed_and_reported() {
     let mut csv = common::synthetic_csv(2, &["Training", "PublicTest", "PrivateTest"], 5);
     csv += "7,1 2 3,Training\n";

@@ -15,6 +15,16 @@ pub fn softmax(logits: ArrayView2<f32>) -> Array2<f32> {
     probs
 }
 
+/// Row-wise softmax of `logits / temperature`: temperature scaling, which leaves each row's
+/// largest value where it is and moves only how sure the probabilities say the model is (above
+/// 1 softer, below 1 sharper).
+pub fn softmax_at_temperature(logits: ArrayView2<f32>, temperature: f32) -> Array2<f32> {
+    if temperature == 1.0 {
+        return softmax(logits);
+    }
+    softmax(logits.mapv(|z| z / temperature).view())
+}
+
 /// Targets for integer labels: `1 − smoothing` on the true class plus `smoothing / classes`
 /// spread over all classes.
 pub fn smoothed_one_hot(labels: &[u8], classes: usize, smoothing: f32) -> Array2<f32> {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::int8::Epilogue;
 use super::layers::{build_layer, checked_size, Layer, LayerSpec, Mode, Param, Shape};
-use super::loss::softmax;
+use super::loss::softmax_at_temperature;
 use super::tensor::{standard, Rng, Tensor};
 use crate::{FerError, Result};
 
@@ -28,6 +28,9 @@ pub const MAX_LAYERS: usize = 1000;
 pub struct Network {
     spec: ModelSpec,
     layers: Vec<Box<dyn Layer>>,
+    /// What [`Network::predict`] divides the logits by before the softmax (1 unless a model
+    /// file's metadata gives one).
+    temperature: f32,
 }
 
 impl Network {
@@ -57,7 +60,7 @@ impl Network {
                 spec.classes
             )));
         }
-        Ok(Network { spec, layers })
+        Ok(Network { spec, layers, temperature: 1.0 })
     }
 
     pub fn spec(&self) -> &ModelSpec {
@@ -118,11 +121,13 @@ impl Network {
 
     /// Makes every batch-norm layer's running statistics the mean of its batch statistics over
     /// `batches` (forward passes normalising with batch statistics, as in training). Does
-    /// nothing, without running the batches, when the network has no batch-norm layer.
+    /// nothing, without running the batches, when the network has no batch-norm layer; else
+    /// the temperature goes back to 1 (it was fitted to the old statistics).
     pub fn recalibrate_batch_norm(&mut self, batches: impl IntoIterator<Item = Tensor>) {
         if !self.has_batch_norm() {
             return;
         }
+        self.temperature = 1.0;
         for (batch, input) in batches.into_iter().enumerate() {
             self.forward(input, &mut Mode::Recalibrate { batch });
         }
@@ -155,9 +160,33 @@ impl Network {
         self.named_tensors().into_iter().find(|(n, _)| n == name).map(|(_, t)| t)
     }
 
-    /// Class probabilities `[n, classes]` in evaluation mode.
+    /// Logits `[n, classes]` in evaluation mode, before the temperature.
+    pub fn logits(&mut self, input: Tensor) -> Array2<f32> {
+        self.forward(input, &mut Mode::Eval)
+    }
+
+    /// Class probabilities `[n, classes]` in evaluation mode: softmax(logits / temperature).
+    /// Every probability the library gives out of a network comes through here.
     pub fn predict(&mut self, input: Tensor) -> Array2<f32> {
-        softmax(self.forward(input, &mut Mode::Eval).view())
+        softmax_at_temperature(self.logits(input).view(), self.temperature)
+    }
+
+    /// See [`Network::set_temperature`].
+    pub fn temperature(&self) -> f32 {
+        self.temperature
+    }
+
+    /// Makes [`Network::predict`] divide the logits by `temperature` (temperature scaling,
+    /// fitted by `confidence::fit_temperature` so that the probabilities match how often the
+    /// model is right); 1 leaves them as they are. The class each face gets is unchanged. A
+    /// temperature holds for the weights it was fitted to: training or re-measuring the
+    /// batch-norm statistics sets it back to 1.
+    pub fn set_temperature(&mut self, temperature: f32) -> Result<()> {
+        if !(temperature.is_finite() && temperature > 0.0) {
+            return Err(FerError::Model(format!("a temperature must be a positive number, not {temperature}")));
+        }
+        self.temperature = temperature;
+        Ok(())
     }
 
     pub fn params(&self) -> Vec<&Param> {

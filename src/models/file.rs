@@ -59,6 +59,15 @@ pub struct LoadedModel {
     pub metadata: ModelMetadata,
 }
 
+impl LoadedModel {
+    /// A loaded network with what its metadata says about it applied: the temperature
+    /// [`Network::predict`] divides the logits by.
+    pub fn new(mut network: Network, stored: StoredDtype, metadata: ModelMetadata) -> Result<LoadedModel> {
+        network.set_temperature(metadata.temperature.unwrap_or(1.0))?;
+        Ok(LoadedModel { network, stored, metadata })
+    }
+}
+
 /// Tensors whose names start with this are not part of the model (a training checkpoint's
 /// optimiser state): loading a model skips them.
 pub const EXTRA_PREFIX: &str = "optimizer.";
@@ -107,7 +116,19 @@ pub fn save_with_extras(network: &Network, dtype: StoredDtype, metadata: &ModelM
 /// `network` with its weights as `dtype` stores them, so that what is measured on it is what
 /// the file gives (f16 or int8 rounding moves a few faces).
 pub fn as_stored(network: &Network, dtype: StoredDtype) -> Result<Network> {
-    Ok(load_model(&save_model(network, dtype, &ModelMetadata::default())?)?.network)
+    let temperature = (network.temperature() != 1.0).then_some(network.temperature());
+    Ok(load_model(&save_model(network, dtype, &ModelMetadata { temperature, ..ModelMetadata::default() })?)?.network)
+}
+
+/// The model file `bytes` with its metadata replaced by `metadata`: every tensor's bytes as
+/// they were (rewriting an int8 file through [`save_model`] would quantise its weights again).
+pub fn with_metadata(bytes: &[u8], metadata: &ModelMetadata) -> Result<Vec<u8>> {
+    let loaded = load_model(bytes)?;
+    let tensors = SafeTensors::deserialize(bytes).map_err(model_error)?;
+    let mut header = metadata.to_map();
+    header.insert("format".into(), FORMAT.into());
+    header.insert("spec".into(), serde_json::to_string(loaded.network.spec()).map_err(|e| FerError::Model(e.to_string()))?);
+    safetensors::tensor::serialize(tensors.tensors(), Some(header.into_iter().collect())).map_err(model_error)
 }
 
 /// Reads a model file: checks the format tag, rebuilds the architecture from the metadata and
@@ -180,7 +201,7 @@ pub fn load_with_extras(bytes: &[u8]) -> Result<(LoadedModel, Vec<(String, Tenso
         extras.push((name.to_string(), tensor));
     }
     let metadata = ModelMetadata::from_map(metadata.into_iter().collect());
-    Ok((LoadedModel { network, stored, metadata }, extras))
+    Ok((LoadedModel::new(network, stored, metadata)?, extras))
 }
 
 /// Every model here reads one 48x48 grey face and scores the seven expressions: a file made

@@ -33,6 +33,14 @@ pub struct ModelMetadata {
     pub merged_from: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub averaged_from: Option<String>,
+    /// What the logits are divided by before the softmax (temperature scaling, fitted on
+    /// PublicTest by `fer temperature`); loading the file sets it on the network.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// A face whose largest probability is below this is shown as uncertain (chosen on
+    /// PublicTest with the temperature applied: see `confidence::choose_uncertain_below`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uncertain_below: Option<f32>,
     /// Anything else in the header (a checkpoint's position, a user's own keys).
     #[serde(skip_serializing_if = "BTreeMap::is_empty", flatten)]
     pub other: BTreeMap<String, String>,
@@ -57,6 +65,8 @@ impl ModelMetadata {
                 }
                 "merged_from" => set(&mut metadata.merged_from, Some(value.clone())),
                 "averaged_from" => set(&mut metadata.averaged_from, Some(value.clone())),
+                "temperature" => set(&mut metadata.temperature, value.parse().ok().filter(|t: &f32| t.is_finite() && *t > 0.0)),
+                "uncertain_below" => set(&mut metadata.uncertain_below, value.parse().ok().filter(|p| (0.0..=1.0).contains(p))),
                 _ => false,
             };
             if !known {
@@ -84,14 +94,20 @@ impl ModelMetadata {
         put("batch_norm_recalibrated_on", self.batch_norm_recalibrated_on.map(|v| v.to_string()));
         put("merged_from", self.merged_from.clone());
         put("averaged_from", self.averaged_from.clone());
+        // Shortest decimals that read back as the same f32.
+        put("temperature", self.temperature.map(|v| v.to_string()));
+        put("uncertain_below", self.uncertain_below.map(|v| v.to_string()));
         map
     }
 
-    /// Drops the measured accuracies, for a model whose weights or statistics just changed.
-    pub fn forget_accuracies(&mut self) {
+    /// Drops what was measured on the weights (accuracies, the temperature and the uncertain
+    /// threshold), for a model whose weights or statistics just changed.
+    pub fn forget_measurements(&mut self) {
         self.train_accuracy = None;
         self.publictest_accuracy = None;
         self.privatetest_accuracy = None;
+        self.temperature = None;
+        self.uncertain_below = None;
     }
 }
 

@@ -10,7 +10,7 @@ pub mod onnx;
 pub mod presets;
 
 pub use average::average;
-pub use file::{as_stored, load_model, save_model, LoadedModel, StoredDtype};
+pub use file::{as_stored, load_model, save_model, with_metadata, LoadedModel, StoredDtype};
 pub use grow::deepen;
 pub use merge::merge;
 pub use metadata::ModelMetadata;

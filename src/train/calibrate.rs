@@ -249,8 +249,15 @@ impl Calibration {
     /// Prepares to calibrate `network` on `captures` (every row a capture labelled with its
     /// expression, in capture order; usages are ignored), with FER2013 rows to keep and to
     /// score when given.
-    pub fn new(network: Network, captures: &Dataset, reference: Option<ReferenceRows>, config: CalibrationConfig) -> Result<Calibration> {
+    pub fn new(
+        mut network: Network,
+        captures: &Dataset,
+        reference: Option<ReferenceRows>,
+        config: CalibrationConfig,
+    ) -> Result<Calibration> {
         config.validate()?;
+        // The model's temperature was fitted to the classifier this re-fits.
+        network.set_temperature(1.0)?;
         if captures.is_empty() {
             return Err(FerError::Data("there are no captures to calibrate on: capture a few seconds of each expression first".into()));
         }
@@ -552,10 +559,10 @@ fn score(head: &mut Network, set: &FeatureSet) -> Option<Evaluation> {
     Some(tally.finish())
 }
 
-/// The metadata of a calibrated model: the starting model's, less its measured accuracies (they
-/// were of other weights), with the calibration's report under `calibration`.
+/// The metadata of a calibrated model: the starting model's, less what was measured on it (of
+/// other weights), with the calibration's report under `calibration`.
 pub fn calibrated_metadata(mut metadata: ModelMetadata, report: &CalibrationReport) -> ModelMetadata {
-    metadata.forget_accuracies();
+    metadata.forget_measurements();
     let report = serde_json::to_string(report).expect("a report serialises");
     metadata.other.insert("calibration".into(), report);
     metadata

@@ -21,7 +21,9 @@ pub struct Teacher {
 
 impl Teacher {
     /// Measures `network`'s probabilities (averaged over `tta`'s views of the clean face) for
-    /// `rows` of `data`; `on_progress` gets the number of faces done so far.
+    /// `rows` of `data`; `on_progress` gets the number of faces done so far. They are the
+    /// plain softmax of its logits, whatever temperature its file gives it (the network's is
+    /// set back to 1): the distillation recipes were tuned on those.
     pub fn measure(
         network: &mut Network,
         data: &Dataset,
@@ -30,6 +32,7 @@ impl Teacher {
         weight: f32,
         mut on_progress: impl FnMut(usize),
     ) -> Result<Teacher> {
+        network.set_temperature(1.0)?;
         let mut probabilities = HashMap::with_capacity(rows.len());
         predict_rows(network, data, rows, tta, |chunk, probs| {
             for (&row, p) in chunk.iter().zip(probs.axis_iter(Axis(0))) {

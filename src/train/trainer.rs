@@ -52,8 +52,10 @@ pub struct Trainer {
 
 impl Trainer {
     /// Prepares to train `network` on `train_rows` of `data`.
-    pub fn new(network: Network, config: TrainConfig, data: &Dataset, train_rows: Vec<usize>) -> Result<Trainer> {
+    pub fn new(mut network: Network, config: TrainConfig, data: &Dataset, train_rows: Vec<usize>) -> Result<Trainer> {
         config.validate()?;
+        // A starting model's temperature was fitted to its weights, not to those trained here.
+        network.set_temperature(1.0)?;
         if train_rows.is_empty() {
             return Err(FerError::Data("no training rows: the file has no 'Training' faces".into()));
         }

@@ -326,6 +326,21 @@ impl Model {
         self.network.set_int8_inference(on);
     }
 
+    /// What the logits are divided by before the softmax, so that the probabilities match how
+    /// often the model is right (fitted on PublicTest by `fer temperature`; 1 when the file has
+    /// none). `predict`, `evaluate` and the camera already apply it.
+    pub fn temperature(&self) -> f32 {
+        self.network.temperature()
+    }
+
+    /// A face whose largest probability (with the temperature) is below this is uncertain:
+    /// on PublicTest such faces were right less than half the time. `undefined` when the file
+    /// has no threshold.
+    #[wasm_bindgen(js_name = uncertainBelow)]
+    pub fn uncertain_below(&self) -> Option<f32> {
+        self.metadata.uncertain_below
+    }
+
     /// `{ spec: { name, input, layers, classes }, parameters, macs, metadata }`
     pub fn describe(&self) -> Result<JsValue, JsError> {
         to_js(&ModelDescription {

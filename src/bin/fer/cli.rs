@@ -8,6 +8,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use fer_cnn::confidence::{fit_confidence, ThresholdSplit, NEAR};
 use fer_cnn::data::input::AugmentConfig;
 use fer_cnn::data::{read_fer2013_path, spread_evenly, Dataset, Parsed, Usage, EMOTIONS};
 use fer_cnn::engine::parallel::on_pool;
@@ -15,7 +16,7 @@ use fer_cnn::engine::{Network, OptimizerKind};
 use fer_cnn::inference::{evaluate, predict_faces, Tta};
 use fer_cnn::models::onnx;
 use fer_cnn::models::{
-    as_stored, average, deepen, load_model, merge, preset, save_model, LoadedModel, ModelMetadata, StoredDtype, PRESETS,
+    as_stored, average, deepen, load_model, merge, preset, save_model, with_metadata, LoadedModel, ModelMetadata, StoredDtype, PRESETS,
 };
 use fer_cnn::train::{
     calibrate, calibrated_metadata, recalibrate_batch_norm, training_rows, CalibrationConfig, ReferenceRows, Schedule, Teacher,
@@ -43,6 +44,11 @@ enum Command {
     /// row of the CSV, whatever its Usage, in capture order); prints the accuracy before and
     /// after on the last quarter of each expression's captures, kept out of the fit.
     Calibrate(CalibrateArgs),
+    /// Fit a model's temperature (the logits are divided by it before the softmax, so that its
+    /// probabilities match how often it is right) and the top probability below which a face
+    /// is uncertain, on one Usage's rows; prints the calibration error before and after, and
+    /// writes the model with both in its metadata (the weights' bytes unchanged).
+    Temperature(TemperatureArgs),
     /// Merge models of one architecture into one network whose logits are the mean of theirs
     /// (an ensemble in one file, as fast as running the members one after another); a merged
     /// model counts as the models it holds, so members can be added one at a time.
@@ -179,7 +185,8 @@ struct TrainArgs {
     /// Test-time augmentation for the per-epoch PublicTest evaluation
     #[arg(long, value_enum, default_value = "none")]
     tta: TtaArg,
-    /// Distil from this model: its probabilities for each training face join the targets
+    /// Distil from this model: its probabilities for each training face (the plain softmax of
+    /// its logits, whatever temperature its file gives) join the targets
     #[arg(long)]
     teacher: Option<PathBuf>,
     /// With --teacher: the views the teacher averages over
@@ -218,6 +225,26 @@ struct EvalArgs {
     /// Print exactly one JSON object on stdout
     #[arg(long)]
     json: bool,
+}
+
+#[derive(clap::Args)]
+struct TemperatureArgs {
+    /// Model file (.safetensors)
+    #[arg(long)]
+    model: PathBuf,
+    /// FER2013 CSV (.csv or .csv.gz)
+    #[arg(long)]
+    csv: PathBuf,
+    /// The rows to fit on (held out from training)
+    #[arg(long, default_value = "PublicTest")]
+    usage: Usage,
+    /// Fit in integer arithmetic (8-bit weights times 16-bit activations), as the page's
+    /// camera runs int8 model files
+    #[arg(long)]
+    int8_inference: bool,
+    /// Where to write the model with its temperature (.safetensors; may be --model)
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -315,6 +342,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => train(args),
         Command::Eval(args) => eval(args),
         Command::Recalibrate(args) => recalibrate(args),
+        Command::Temperature(args) => fit_temperature(args),
         Command::Calibrate(args) => calibrate_model(args),
         Command::Merge(args) => merge_models(args),
         Command::Average(args) => average_models(args),
@@ -519,13 +547,62 @@ fn recalibrate(args: RecalibrateArgs) -> Result<()> {
     let mut network = as_stored(&network, dtype)?;
     let after = publictest(&mut network);
     eprintln!("batch-norm statistics measured on {} Training faces", train_rows.len());
-    metadata.forget_accuracies();
+    metadata.forget_measurements();
     metadata.batch_norm_recalibrated_on = Some(train_rows.len());
     if let (Some(before), Some(after)) = (before, after) {
         println!("PublicTest accuracy {:.2}% before, {:.2}% after", before * 100.0, after * 100.0);
         metadata.publictest_accuracy = Some(after);
     }
     let bytes = save_model(&network, dtype, &metadata)?;
+    write_file(&args.out, &bytes)?;
+    eprintln!("saved {} ({} bytes)", args.out.display(), bytes.len());
+    Ok(())
+}
+
+fn fit_temperature(args: TemperatureArgs) -> Result<()> {
+    let bytes = read_file(&args.model)?;
+    let LoadedModel { mut network, mut metadata, .. } = load_model(&bytes)?;
+    network.set_int8_inference(args.int8_inference);
+    let data = load_csv(&args.csv, false)?;
+    let rows = data.indices_of(args.usage);
+    if rows.is_empty() {
+        return Err(FerError::Data(format!("{} has no {} rows to fit the temperature on", args.csv.display(), args.usage.name())));
+    }
+    let fit = on_pool(|| fit_confidence(&mut network, &data, &rows));
+    let arithmetic = if args.int8_inference { "integer" } else { "f32" };
+    println!("{} {} faces, {arithmetic} arithmetic, accuracy {:.2}%", fit.after.n, args.usage.name(), fit.after.accuracy * 100.0);
+    println!("temperature {}", fit.temperature);
+    println!("{:<22} {:>8} {:>8}", "", "ECE", "NLL");
+    println!("{:<22} {:>7.2}% {:>8.4}", "before (T = 1)", fit.before.ece * 100.0, fit.before.loss);
+    println!("{:<22} {:>7.2}% {:>8.4}", format!("after (T = {:.4})", fit.temperature), fit.after.ece * 100.0, fit.after.loss);
+    println!("threshold t  faces below  accuracy below  accuracy in [t-{NEAR}, t)  accuracy at or above");
+    let printed = |s: &&ThresholdSplit| ((s.threshold * 100.0).round() as usize).is_multiple_of(5) && (0.3..=0.9).contains(&s.threshold);
+    for split in fit.splits.iter().filter(printed) {
+        println!(
+            "{:>11.2} {:>11.1}% {:>14.1}% {:>24.1}% {:>21.1}%",
+            split.threshold,
+            split.below.n as f32 / fit.after.n as f32 * 100.0,
+            split.below.accuracy * 100.0,
+            split.just_below.accuracy * 100.0,
+            split.at_or_above.accuracy * 100.0
+        );
+    }
+    match fit.uncertain_split() {
+        Some(split) => println!(
+            "uncertain below {:.2} (the faces just below it right {:.1}% of the time): {} faces ({:.1}%) right {:.1}%; the other {} right {:.1}%",
+            split.threshold,
+            split.just_below.accuracy * 100.0,
+            split.below.n,
+            split.below.n as f32 / fit.after.n as f32 * 100.0,
+            split.below.accuracy * 100.0,
+            split.at_or_above.n,
+            split.at_or_above.accuracy * 100.0
+        ),
+        None => println!("no faces are right less than half the time at any confidence: no uncertain threshold"),
+    }
+    metadata.temperature = Some(fit.temperature);
+    metadata.uncertain_below = fit.uncertain_below;
+    let bytes = with_metadata(&bytes, &metadata)?;
     write_file(&args.out, &bytes)?;
     eprintln!("saved {} ({} bytes)", args.out.display(), bytes.len());
     Ok(())
@@ -656,6 +733,12 @@ fn eval(args: EvalArgs) -> Result<()> {
     }
     println!("model {} ('{}'), {} faces", model_path.display(), network.spec().name, result.n);
     println!("accuracy {:.2}%  ({:.0} faces/s)", result.accuracy * 100.0, result.n as f64 / seconds);
+    println!(
+        "calibration error (ECE, 15 bins) {:.2}%, negative log-likelihood {:.4} (temperature {})",
+        result.ece * 100.0,
+        result.loss,
+        network.temperature()
+    );
     println!("{:>10} {:>7}   confusion (rows: true, columns: predicted)", "class", "acc");
     let header: Vec<String> = EMOTIONS.iter().map(|e| format!("{:>6}", &e[..e.len().min(5)])).collect();
     println!("{:>10} {:>7}   {}", "", "", header.join(""));

@@ -14,7 +14,8 @@ use crate::models::metadata::ModelMetadata;
 use crate::{FerError, Result};
 
 /// The network as an ONNX model (opset 13): `pixels` `[N, 1, 48, 48]` (grey values 0–255) in,
-/// `probabilities` `[N, 7]` out, with the input scaling and the softmax inside the graph.
+/// `probabilities` `[N, 7]` out, with the input scaling, the temperature (when the network has
+/// one) and the softmax inside the graph.
 /// Batch-norm uses the running statistics; dropout is an inference-mode `Dropout` (the
 /// identity), kept so that importing the file gives back the same layers. The weights are the
 /// network's f32 values: a model loaded from an int8 or f16 file exports them dequantised.
@@ -114,6 +115,11 @@ pub fn export_onnx(network: &Network, metadata: &ModelMetadata) -> Result<Vec<u8
                 shape = vec![units];
             }
         }
+    }
+    if network.temperature() != 1.0 {
+        graph.initializer("temperature", &[], &[network.temperature()]);
+        let logits = graph.current.clone();
+        graph.node("Div", "temperature", &[&logits, "temperature"], vec![]);
     }
     let logits = graph.current.clone();
     graph.nodes.push(NodeProto {

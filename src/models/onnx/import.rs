@@ -35,8 +35,9 @@ pub const MAX_ONNX_BYTES: usize = 512 << 20;
 const OPSETS: std::ops::RangeInclusive<i64> = 9..=25;
 /// The operators a graph may use, for error messages.
 const SUPPORTED: &str = "Conv, BatchNormalization, Relu, MaxPool, AveragePool, GlobalAveragePool, ReduceMean over height and width, \
-                         Gemm, MatMul + Add, \
-                         Flatten, Reshape, Dropout, Softmax, Identity, Constant, and Sub/Div/Mul/Add by a scalar before the first layer";
+                         Gemm, MatMul + Add, Flatten, Reshape, Dropout, Softmax, Identity, Constant, \
+                         Sub/Div/Mul/Add by a scalar before the first layer, \
+                         and Div/Mul of the class scores by a positive scalar (a temperature) before the Softmax";
 /// The operators that make or pass on a layer (Constant and the input scaling aside).
 const LAYER_OPERATORS: &[&str] = &[
     "Identity",
@@ -107,7 +108,7 @@ pub(super) fn import_decoded(model: &ModelProto) -> Result<LoadedModel> {
     let stored_spec = metadata.remove(SPEC_KEY).and_then(|json| serde_json::from_str::<ModelSpec>(&json).ok());
     metadata.remove("format");
     let graph_name = graph.name.as_deref().map(str::trim).filter(|n| !n.is_empty()).unwrap_or("onnx");
-    let Walk { layers, layer_inputs, tensors, stored, .. } = walk.finish(graph)?;
+    let Walk { layers, layer_inputs, tensors, stored, temperature, .. } = walk.finish(graph)?;
     let spec = ModelSpec {
         name: graph_name.chars().take(MAX_NAME_CHARS).collect(),
         input: [1, FACE_SIDE, FACE_SIDE],
@@ -136,7 +137,9 @@ pub(super) fn import_decoded(model: &ModelProto) -> Result<LoadedModel> {
             *target = Tensor::from_shape_vec(target.raw_dim(), values.clone()).map_err(|e| FerError::Model(e.to_string()))?;
         }
     }
-    Ok(LoadedModel { network, stored, metadata: ModelMetadata::from_map(metadata) })
+    // The graph is what runs: its scaling of the class scores, whatever the metadata says.
+    let metadata = ModelMetadata { temperature, ..ModelMetadata::from_map(metadata) };
+    LoadedModel::new(network, stored, metadata)
 }
 
 /// The version of the default operator set the model imports.
@@ -201,6 +204,8 @@ struct Walk<'a> {
     /// The layer a MatMul just made, whose bias the next Add may give.
     matmul: Option<usize>,
     softmax_done: bool,
+    /// What a Div of the class scores by a scalar (or a Mul by its inverse) divides them by.
+    temperature: Option<f32>,
     stored: StoredDtype,
 }
 
@@ -262,6 +267,7 @@ impl<'a> Walk<'a> {
             tensors: Vec::new(),
             matmul: None,
             softmax_done: false,
+            temperature: None,
             stored: StoredDtype::F32,
         })
     }
@@ -289,6 +295,9 @@ impl<'a> Walk<'a> {
         }
         if self.softmax_done {
             return Err(node.error("comes after the Softmax; the Softmax must be the graph's last operator"));
+        }
+        if self.temperature.is_some() && !matches!(node.op, "Softmax" | "Identity") {
+            return Err(node.error("comes after the class scores were scaled; only a Softmax may follow that scaling"));
         }
         let before_first_layer = self.layers.is_empty();
         if before_first_layer && matches!(node.op, "Sub" | "Div" | "Mul" | "Add") {
@@ -348,6 +357,7 @@ impl<'a> Walk<'a> {
                 }
             },
             "Dropout" => self.dropout(&node)?,
+            "Div" | "Mul" if self.shape == [NUM_CLASSES] && !self.unit_axes => self.scale_class_scores(&node)?,
             "Softmax" => {
                 node.only_attributes(&["axis"])?;
                 let axis = node.int("axis", if self.opset >= 13 { -1 } else { 1 })?;
@@ -421,6 +431,23 @@ impl<'a> Walk<'a> {
             _ => (a / c, b / c),
         };
         self.current = node.output(0)?;
+        Ok(())
+    }
+
+    /// The class scores divided by a positive scalar (or multiplied by its inverse): the
+    /// temperature the engine divides the logits by before the softmax.
+    fn scale_class_scores(&mut self, node: &Node<'a>) -> Result<()> {
+        node.only_attributes(&[])?;
+        let tensor = self.constant(node, 1)?;
+        let (dims, values) = self.floats(node, tensor)?;
+        let &[c] = values.as_slice() else {
+            return Err(node.error(&format!("scales the class scores by a tensor of shape {dims:?}; only a scalar is supported")));
+        };
+        let temperature = if node.op == "Div" { c } else { 1.0 / c };
+        if !(temperature.is_finite() && temperature > 0.0) {
+            return Err(node.error(&format!("scales the class scores by {c}; only a positive scalar (a temperature) is supported")));
+        }
+        self.temperature = Some(temperature);
         Ok(())
     }
 
