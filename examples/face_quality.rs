@@ -5,13 +5,17 @@
 //! `contrast`) of each changed set, and where each model has fallen the chosen number of
 //! points. Prints the tables of docs/quality.md:
 //!
-//!     cargo run --release --example face_quality -- ../shared/fer2013/fer2013-train-publictest.csv.gz
+//!     cargo run --release --example face_quality -- ../shared/fer2013/fer2013-train-publictest.csv.gz [FAMILIES] [STRIDE]
+//!
+//! FAMILIES: a comma-separated choice of size, dark, bright, contrast, and unchanged (how many
+//! of the faces as they are each flag marks, and the models' accuracy on them; default: all); STRIDE:
+//! every how many PublicTest rows are used (default 1, all 3,589).
 
 use std::path::Path;
 
 use fer_cnn::data::{read_fer2013_path, Usage, FACE_PIXELS, FACE_SIDE};
 use fer_cnn::engine::Network;
-use fer_cnn::face::quality::{brightness_and_contrast, ACCURACY_DROP_POINTS};
+use fer_cnn::face::quality::{assess_face, brightness_and_contrast, ACCURACY_DROP_POINTS};
 use fer_cnn::face::{crop_face, AreaResampler, Frame, Rect};
 use fer_cnn::inference::{argmax, predict_faces, Tta};
 use fer_cnn::models::load_model;
@@ -20,6 +24,8 @@ const MODELS: [&str; 2] = ["fast", "default"];
 
 /// One way of changing faces, at levels from none to severe.
 struct Family {
+    /// How the command line names it.
+    key: &'static str,
     name: &'static str,
     /// What a level means, for the table's header.
     level_name: &'static str,
@@ -70,6 +76,7 @@ fn flatten(face: &[u8], c: f32, _: &mut AreaResampler) -> Vec<u8> {
 
 const FAMILIES: [Family; 4] = [
     Family {
+        key: "size",
         name: "smaller faces",
         level_name: "side (px)",
         levels: &[48.0, 40.0, 32.0, 28.0, 24.0, 20.0, 16.0, 12.0, 8.0],
@@ -77,23 +84,26 @@ const FAMILIES: [Family; 4] = [
         change: shrink,
     },
     Family {
+        key: "dark",
         name: "darker faces (grey x k)",
         level_name: "k",
-        levels: &[1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.12, 0.08, 0.05],
+        levels: &[1.0, 0.5, 0.3, 0.2, 0.12, 0.07],
         statistic: Some(Statistic::Brightness),
         change: darken,
     },
     Family {
+        key: "bright",
         name: "washed-out faces (grey + a (255 - grey))",
         level_name: "a",
-        levels: &[0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.88, 0.94],
+        levels: &[0.0, 0.4, 0.6, 0.75, 0.85, 0.92],
         statistic: Some(Statistic::Brightness),
         change: brighten,
     },
     Family {
+        key: "contrast",
         name: "flatter faces (mean + c (grey - mean))",
         level_name: "c",
-        levels: &[1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.12, 0.08, 0.05],
+        levels: &[1.0, 0.5, 0.3, 0.2, 0.12, 0.07],
         statistic: Some(Statistic::Contrast),
         change: flatten,
     },
@@ -122,9 +132,15 @@ fn crossing(xs: &[f32], ys: &[f32], target: f32) -> Option<f32> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let csv = std::env::args().nth(1).ok_or("usage: face_quality FER2013.csv[.gz]")?;
+    let args: Vec<String> = std::env::args().collect();
+    let [_, csv, rest @ ..] = args.as_slice() else {
+        return Err("usage: face_quality FER2013.csv[.gz] [FAMILIES] [STRIDE]".into());
+    };
+    let chosen: Vec<&str> =
+        rest.first().map_or(FAMILIES.iter().map(|f| f.key).chain(["unchanged"]).collect(), |list| list.split(',').collect());
+    let stride: usize = rest.get(1).map_or(Ok(1), |n| n.parse())?;
     let data = read_fer2013_path(csv.as_ref(), |_| {})?.dataset;
-    let rows = data.indices_of(Usage::PublicTest);
+    let rows: Vec<usize> = data.indices_of(Usage::PublicTest).into_iter().step_by(stride.max(1)).collect();
     let labels: Vec<u8> = rows.iter().map(|&r| data.label(r)).collect();
     let mut networks: Vec<Network> = MODELS
         .iter()
@@ -136,13 +152,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect::<Result<_, Box<dyn std::error::Error>>>()?;
     println!(
-        "FER2013 PublicTest, {} faces; models www/models/{{{}}}.safetensors in integer arithmetic, no TTA",
+        "FER2013 PublicTest, {} faces (every {stride} row); models www/models/{{{}}}.safetensors in integer arithmetic, no TTA",
         rows.len(),
         MODELS.join(",")
     );
     println!("brightness = mean grey of the 48x48 crop, contrast = its standard deviation (0-1); medians over the faces");
     let mut resampler = AreaResampler::default();
-    for family in &FAMILIES {
+    for family in FAMILIES.iter().filter(|f| chosen.contains(&f.key)) {
         println!("\n{}", family.name);
         println!(
             "| {} | median brightness | median contrast | {} |",
@@ -183,5 +199,44 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
+    if chosen.contains(&"unchanged") {
+        unchanged_faces_by_flag(&mut networks, &data, &rows, &labels);
+    }
     Ok(())
+}
+
+/// The faces as they are (as if each were 48 source pixels): how many each flag marks, and the
+/// models' accuracy on those and on the rest.
+fn unchanged_faces_by_flag(networks: &mut [Network], data: &fer_cnn::data::Dataset, rows: &[usize], labels: &[u8]) {
+    let faces: Vec<u8> = rows.iter().flat_map(|&r| data.face(r).iter().copied()).collect();
+    let correct: Vec<Vec<bool>> = networks
+        .iter_mut()
+        .map(|network| {
+            let probs = predict_faces(network, &faces, Tta::None);
+            probs.rows().into_iter().zip(labels).map(|(p, &label)| argmax(p) == label as usize).collect()
+        })
+        .collect();
+    let qualities: Vec<_> = faces.chunks_exact(FACE_PIXELS).map(|f| assess_face(f.try_into().unwrap(), FACE_SIDE as f32)).collect();
+    println!("\nthe faces as they are, by flag");
+    println!("| flag | faces | {} |", MODELS.map(|m| format!("{m} accuracy: flagged / not")).join(" | "));
+    println!("|---|---:|{}", "---:|".repeat(MODELS.len()));
+    let flags: [(&str, fn(&fer_cnn::face::FaceQuality) -> bool); 4] =
+        [("dark", |q| q.dark), ("bright", |q| q.bright), ("low-contrast", |q| q.low_contrast), ("any", |q| q.is_doubtful())];
+    for (name, flagged) in flags {
+        let marked: Vec<bool> = qualities.iter().map(flagged).collect();
+        let count = marked.iter().filter(|&&m| m).count();
+        let mut line = format!("| {name} | {count} ({:.1}%) |", 100.0 * count as f32 / rows.len() as f32);
+        for model_correct in &correct {
+            let rate = |want: bool| {
+                let (n, right) = model_correct
+                    .iter()
+                    .zip(&marked)
+                    .filter(|(_, &m)| m == want)
+                    .fold((0, 0), |(n, right), (&c, _)| (n + 1, right + c as usize));
+                100.0 * right as f32 / n.max(1) as f32
+            };
+            line += &format!(" {:.1}% / {:.1}% |", rate(true), rate(false));
+        }
+        println!("{line}");
+    }
 }

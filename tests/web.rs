@@ -271,3 +271,18 @@ fn the_default_model_is_calibrated_to_shifted_faces_in_the_browser() {
     let probs = calibrated.predict(&faces[..48 * 48], "none").unwrap_or_else(|_| panic!("predicts"));
     assert_eq!(probs.len(), 7);
 }
+
+#[wasm_bindgen_test]
+fn face_quality_flags_what_a_crop_is_past_and_refuses_a_wrong_size() {
+    use fer_cnn::face::quality::{DARK_BRIGHTNESS, SMALL_FACE_PX};
+    let get = |value: &wasm_bindgen::JsValue, key: &str| js_sys::Reflect::get(value, &key.into()).unwrap();
+    let dark_flat = vec![(DARK_BRIGHTNESS * 255.0 / 2.0) as u8; 48 * 48];
+    let quality = fer_cnn::web::face_quality(&dark_flat, SMALL_FACE_PX / 2.0).unwrap();
+    let flags: Vec<String> = js_sys::Array::from(&get(&quality, "flags")).iter().filter_map(|f| f.as_string()).collect();
+    assert_eq!(flags, ["small", "dark", "low-contrast"]);
+    assert_eq!(get(&quality, "contrast").as_f64(), Some(0.0));
+    assert_eq!(get(&quality, "size").as_f64(), Some((SMALL_FACE_PX / 2.0) as f64));
+    let thresholds = fer_cnn::web::quality_thresholds();
+    assert_eq!(get(&thresholds, "smallFacePx").as_f64(), Some(SMALL_FACE_PX as f64));
+    assert!(message_of(fer_cnn::web::face_quality(&[0; 100], 50.0).unwrap_err()).contains("2304 bytes, got 100"));
+}
