@@ -220,7 +220,8 @@ fn unchanged_faces_by_flag(networks: &mut [Network], data: &fer_cnn::data::Datas
     println!("\nthe faces as they are, by flag");
     println!("| flag | faces | {} |", MODELS.map(|m| format!("{m} accuracy: flagged / not")).join(" | "));
     println!("|---|---:|{}", "---:|".repeat(MODELS.len()));
-    let flags: [(&str, fn(&fer_cnn::face::FaceQuality) -> bool); 4] =
+    type Flag = fn(&fer_cnn::face::FaceQuality) -> bool;
+    let flags: [(&str, Flag); 4] =
         [("dark", |q| q.dark), ("bright", |q| q.bright), ("low-contrast", |q| q.low_contrast), ("any", |q| q.is_doubtful())];
     for (name, flagged) in flags {
         let marked: Vec<bool> = qualities.iter().map(flagged).collect();

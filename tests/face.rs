@@ -695,11 +695,11 @@ impl Picture {
                 let (x0, y0) = (source_x as usize, source_y as usize);
                 let (x1, y1) = ((x0 + 1).min(self.width - 1), (y0 + 1).min(self.height - 1));
                 let (fx, fy) = (source_x - x0 as f32, source_y - y0 as f32);
-                for c in 0..3 {
+                for (c, value) in out[..3].iter_mut().enumerate() {
                     let p = |x: usize, y: usize| self.rgba[(y * self.width + x) * 4 + c] as f32;
                     let top = p(x0, y0) * (1.0 - fx) + p(x1, y0) * fx;
                     let bottom = p(x0, y1) * (1.0 - fx) + p(x1, y1) * fx;
-                    out[c] = (top * (1.0 - fy) + bottom * fy).round() as u8;
+                    *value = (top * (1.0 - fy) + bottom * fy).round() as u8;
                 }
             }
         }

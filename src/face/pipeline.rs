@@ -92,7 +92,8 @@ pub const VIDEO_FINDER: FinderOptions = FinderOptions {
 /// sees the box at about 80 px, where the whole frame at 224 saw it at 35% of its size and a
 /// photo at 416 at 65%. On 14 face-free photos and the astronaut photo drawn into 640x480 this
 /// removes every box off a face (the astronaut's collar, drawn letterboxed, scored 0.70 at 224
-/// and 0.24 in its window) and keeps about 98% of the FER2013 faces the whole frame found.
+/// and under 0.2 in its window); of FER2013 faces of 192–320 px that a whole-frame search at 224
+/// finds it keeps 88–97% (a video tries a face it missed again at the next whole-frame search).
 /// Figures: `cargo test --release --test face -- --ignored --nocapture boxes_without_faces`.
 pub const CONFIRM_NEW_FACES: Confirmation =
     Confirmation { window: DetectorOptions { input_size: 160, min_score: 0.3 }, window_per_box: 2.0 };

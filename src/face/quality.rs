@@ -6,7 +6,7 @@
 //! The curves, the command that measures them (`examples/face_quality.rs`) and what the flags
 //! mean for faces naturally dark or flat are in docs/quality.md.
 
-use crate::data::{FACE_PIXELS, FACE_SIDE};
+use crate::data::FACE_PIXELS;
 
 /// The accuracy drop (percentage points below the unchanged faces) at which each threshold is
 /// set: a flagged face is read this much less reliably by the more sensitive shipped model.
@@ -60,7 +60,6 @@ pub fn brightness_and_contrast(crop_u8: &[u8]) -> (f32, f32) {
 /// `size_px` source pixels a side, and flags what is past the thresholds above. A size that is
 /// not a finite positive number is taken as unknown: not flagged `small`.
 pub fn assess_face(crop_u8: &[u8; FACE_PIXELS], size_px: f32) -> FaceQuality {
-    debug_assert_eq!(FACE_PIXELS, FACE_SIDE * FACE_SIDE);
     let (brightness, contrast) = brightness_and_contrast(crop_u8);
     FaceQuality {
         size_px,
@@ -76,6 +75,7 @@ pub fn assess_face(crop_u8: &[u8; FACE_PIXELS], size_px: f32) -> FaceQuality {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::FACE_SIDE;
 
     #[test]
     fn a_uniform_crop_has_its_grey_as_brightness_and_no_contrast() {
@@ -98,7 +98,7 @@ mod tests {
     fn each_flag_is_set_past_its_threshold_and_only_there() {
         let grey = |value: f32| -> [u8; FACE_PIXELS] {
             // A checkerboard of ±64 around `value` (0–255): contrast 0.25.
-            std::array::from_fn(|i| if (i / FACE_SIDE + i) % 2 == 0 { value + 64.0 } else { value - 64.0 }.clamp(0.0, 255.0) as u8)
+            std::array::from_fn(|i| if (i / FACE_SIDE + i).is_multiple_of(2) { value + 64.0 } else { value - 64.0 }.clamp(0.0, 255.0) as u8)
         };
         let typical = assess_face(&grey(128.0), 96.0);
         assert!(!typical.is_doubtful(), "{typical:?}");
