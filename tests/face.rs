@@ -644,3 +644,332 @@ fn following_fer_faces_in_video() {
         }
     }
 }
+
+/// An RGBA picture read from a JPEG of tests/fixtures/images.
+struct Picture {
+    width: usize,
+    height: usize,
+    rgba: Vec<u8>,
+}
+
+/// How a picture is drawn into a frame of another shape: scaled to cover it all (cropping the
+/// picture's overflow, centred) or to fit inside it (black bars), as CSS `object-fit`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fit {
+    Cover,
+    Contain,
+}
+
+impl Picture {
+    fn read(name: &str) -> Picture {
+        let path = fixture(&format!("tests/fixtures/images/{name}.jpg"));
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut decoder = jpeg_decoder::Decoder::new(bytes.as_slice());
+        let pixels = decoder.decode().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let info = decoder.info().expect("decoded");
+        let rgba = match info.pixel_format {
+            jpeg_decoder::PixelFormat::RGB24 => pixels.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect(),
+            jpeg_decoder::PixelFormat::L8 => pixels.iter().flat_map(|&g| [g, g, g, 255]).collect(),
+            other => panic!("{}: pixel format {other:?}", path.display()),
+        };
+        Picture { width: info.width as usize, height: info.height as usize, rgba }
+    }
+
+    /// The picture drawn into a `width`x`height` frame, bilinearly (as a canvas' `drawImage`).
+    fn fitted(&self, width: usize, height: usize, fit: Fit) -> Picture {
+        let (sx, sy) = (width as f32 / self.width as f32, height as f32 / self.height as f32);
+        let scale = if fit == Fit::Cover { sx.max(sy) } else { sx.min(sy) };
+        let (drawn_w, drawn_h) = (self.width as f32 * scale, self.height as f32 * scale);
+        let (offset_x, offset_y) = ((width as f32 - drawn_w) / 2.0, (height as f32 - drawn_h) / 2.0);
+        let mut rgba = vec![0u8; width * height * 4];
+        for y in 0..height {
+            for x in 0..width {
+                let out = &mut rgba[(y * width + x) * 4..][..4];
+                out[3] = 255;
+                let (px, py) = (x as f32 + 0.5 - offset_x, y as f32 + 0.5 - offset_y);
+                if px < 0.0 || py < 0.0 || px >= drawn_w || py >= drawn_h {
+                    continue;
+                }
+                let source_x = (px / scale - 0.5).clamp(0.0, (self.width - 1) as f32);
+                let source_y = (py / scale - 0.5).clamp(0.0, (self.height - 1) as f32);
+                let (x0, y0) = (source_x as usize, source_y as usize);
+                let (x1, y1) = ((x0 + 1).min(self.width - 1), (y0 + 1).min(self.height - 1));
+                let (fx, fy) = (source_x - x0 as f32, source_y - y0 as f32);
+                for (c, value) in out[..3].iter_mut().enumerate() {
+                    let p = |x: usize, y: usize| self.rgba[(y * self.width + x) * 4 + c] as f32;
+                    let top = p(x0, y0) * (1.0 - fx) + p(x1, y0) * fx;
+                    let bottom = p(x0, y1) * (1.0 - fx) + p(x1, y1) * fx;
+                    *value = (top * (1.0 - fy) + bottom * fy).round() as u8;
+                }
+            }
+        }
+        Picture { width, height, rgba }
+    }
+
+    fn frame(&self) -> Frame<'_> {
+        Frame::new(&self.rgba, self.width, self.height).unwrap()
+    }
+}
+
+/// The face-free photos of tests/fixtures/images (see its README).
+const FACE_FREE: [&str; 14] = [
+    "coffee",
+    "chelsea",
+    "rocket",
+    "brick",
+    "grass",
+    "gravel",
+    "coins",
+    "horse",
+    "hubble_deep_field",
+    "text",
+    "clock_motion",
+    "cell",
+    "ihc",
+    "retina",
+];
+
+impl Picture {
+    /// `self` with `other` drawn over it, scaled to `side` pixels a side at (`left`, `top`).
+    fn with_drawn(&self, other: &Picture, left: usize, top: usize, side: usize) -> Picture {
+        let drawn = other.fitted(side, side, Fit::Contain);
+        let mut rgba = self.rgba.clone();
+        for y in 0..side.min(self.height.saturating_sub(top)) {
+            for x in 0..side.min(self.width.saturating_sub(left)) {
+                let to = ((top + y) * self.width + left + x) * 4;
+                rgba[to..to + 4].copy_from_slice(&drawn.rgba[(y * side + x) * 4..][..4]);
+            }
+        }
+        Picture { width: self.width, height: self.height, rgba }
+    }
+
+    fn from_scene(scene: &Scene) -> Picture {
+        Picture { width: scene.width, height: scene.height, rgba: scene.rgba() }
+    }
+}
+
+#[test]
+fn the_astronaut_filling_a_camera_stream_is_one_face_in_every_frame() {
+    let (mut pipeline, mut network) = pipeline();
+    for fit in [Fit::Cover, Fit::Contain] {
+        let picture = Picture::read("astronaut").fitted(640, 480, fit);
+        let scale = if fit == Fit::Cover { 640.0 } else { 480.0 };
+        let (face_x, face_y) = ((640.0 - scale) / 2.0 + ASTRONAUT_FACE.0 * scale, (480.0 - scale) / 2.0 + ASTRONAUT_FACE.1 * scale);
+        let on_her_face = |rect: &Rect| {
+            let (x, y) = rect.centre();
+            (x - face_x).abs().max((y - face_y).abs()) < ASTRONAUT_FACE.2 * scale / 2.0
+        };
+        for frame_number in 0..24 {
+            let count = pipeline.run(&picture.frame(), FrameKind::Video, &mut network, clock()).unwrap();
+            let faces = pipeline.faces();
+            assert_eq!(count, 1, "{fit:?}, video frame {frame_number}: {faces:?}");
+            assert!(on_her_face(&faces[0].detection.rect), "{fit:?}, video frame {frame_number}: {faces:?}");
+            assert_eq!(faces[0].shown == 1.0, frame_number + 1 >= 3, "{fit:?}, video frame {frame_number}: shown from the third frame");
+        }
+        for _ in 0..3 {
+            assert_eq!(pipeline.run(&picture.frame(), FrameKind::Photo, &mut network, clock()).unwrap(), 1, "{fit:?}, photo");
+            assert!(on_her_face(&pipeline.faces()[0].detection.rect), "{fit:?}, photo: {:?}", pipeline.faces());
+        }
+        // The next video starts afresh.
+        pipeline.run(&Picture::read("coffee").fitted(640, 480, fit).frame(), FrameKind::Video, &mut network, clock()).unwrap();
+    }
+}
+
+#[test]
+fn face_free_photos_have_no_faces_as_video_or_as_photo() {
+    let (mut pipeline, mut network) = pipeline();
+    for name in FACE_FREE {
+        for fit in [Fit::Cover, Fit::Contain] {
+            let picture = Picture::read(name).fitted(640, 480, fit);
+            for frame_number in 0..6 {
+                let count = pipeline.run(&picture.frame(), FrameKind::Video, &mut network, clock()).unwrap();
+                assert_eq!(count, 0, "{name} {fit:?}, video frame {frame_number}: {:?}", pipeline.faces());
+            }
+            let count = pipeline.run(&picture.frame(), FrameKind::Photo, &mut network, clock()).unwrap();
+            assert_eq!(count, 0, "{name} {fit:?}, photo: {:?}", pipeline.faces());
+        }
+    }
+}
+
+/// Where the astronaut's face is in tests/fixtures/images/astronaut.jpg, as fractions of its
+/// side: centre x, centre y, side (from the detector's boxes on the 512 px original).
+const ASTRONAUT_FACE: (f32, f32, f32) = (0.43, 0.25, 0.21);
+
+/// A square window `per_box` times the box's larger side around it, moved inside the frame, as
+/// `FaceFinder` searches.
+fn window_around(rect: &Rect, per_box: f32, frame: &Frame) -> Rect {
+    let side = rect.width.max(rect.height).max(1.0) * per_box;
+    let (cx, cy) = rect.centre();
+    let place = |centre: f32, frame_side: f32| {
+        if side <= frame_side {
+            (centre - side / 2.0).clamp(0.0, frame_side - side)
+        } else {
+            (frame_side - side) / 2.0
+        }
+    };
+    Rect::new(place(cx, frame.width() as f32), place(cy, frame.height() as f32), side, side)
+}
+
+/// A frame to measure, and where its face is (centre x, centre y, side), if it has one.
+struct Case {
+    picture: Picture,
+    face: Option<(f32, f32, f32)>,
+}
+
+/// A whole-frame search's box: its score, its best score in each confirming window (a box
+/// centred within half its size; 0 if none), and whether it is on the face.
+struct Found {
+    score: f32,
+    confirmed: Vec<f32>,
+    on_face: bool,
+}
+
+/// Confirming windows weighed: (side over the box's, detector input).
+const CONFIRM_WINDOWS: [(f32, usize); 3] = [(2.0, 128), (2.0, 160), (2.0, 224)];
+
+fn measure(detector: &mut TinyFaceDetector, case: &Case, whole: DetectorOptions) -> Vec<Found> {
+    let (mut faces, mut in_window) = (Vec::new(), Vec::new());
+    let frame = case.picture.frame();
+    detector.detect(&frame, &whole, &mut faces).unwrap();
+    faces
+        .iter()
+        .map(|d| {
+            let confirmed = CONFIRM_WINDOWS
+                .iter()
+                .map(|&(per_box, input_size)| {
+                    let options = DetectorOptions { input_size, min_score: 0.1 };
+                    detector.detect_in(&frame, window_around(&d.rect, per_box, &frame), &options, &mut in_window).unwrap();
+                    let (cx, cy) = d.rect.centre();
+                    let near = |r: &Rect| {
+                        let (x, y) = r.centre();
+                        ((x - cx) / d.rect.width).abs().max(((y - cy) / d.rect.height).abs()) < 0.5
+                    };
+                    in_window.iter().filter(|w| near(&w.rect)).map(|w| w.score).fold(0.0, f32::max)
+                })
+                .collect();
+            let on_face = case.face.is_some_and(|(fx, fy, side)| {
+                let (x, y) = d.rect.centre();
+                (x - fx).abs() < side / 2.0 && (y - fy).abs() < side / 2.0
+            });
+            Found { score: d.score, confirmed, on_face }
+        })
+        .collect()
+}
+
+/// A box is kept when its whole-frame score is at least `min_score` and, with `confirm`
+/// (an index into `CONFIRM_WINDOWS`, a score), its window confirms it.
+#[derive(Clone, Copy)]
+struct Rule {
+    min_score: f32,
+    confirm: Option<(usize, f32)>,
+}
+
+impl Rule {
+    fn keeps(&self, found: &Found) -> bool {
+        found.score >= self.min_score && self.confirm.is_none_or(|(window, score)| found.confirmed[window] >= score)
+    }
+
+    fn name(&self) -> String {
+        match self.confirm {
+            None => format!("score {:.2}", self.min_score),
+            Some((w, score)) => format!("+ {}x@{} {score:.1}", CONFIRM_WINDOWS[w].0, CONFIRM_WINDOWS[w].1),
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs ../shared/fer2013 (or FER2013_CSV); prints boxes off faces and faces found, per rule for keeping a box"]
+fn boxes_without_faces() {
+    let data = read_fer2013_path(&shared_csv(), |_| {}).expect("the FER2013 CSV reads").dataset;
+    let rows: Vec<usize> = data.indices_of(fer_cnn::data::Usage::PublicTest).into_iter().take(150).collect();
+    let mut detector = detector();
+    let (width, height) = (640, 480);
+    let backgrounds: Vec<Picture> =
+        FACE_FREE.iter().flat_map(|name| [Fit::Cover, Fit::Contain].map(|fit| Picture::read(name).fitted(width, height, fit))).collect();
+    let astronaut = Picture::read("astronaut");
+    let mut groups: Vec<(String, Vec<Case>)> = Vec::new();
+    let copy = |p: &Picture| Picture { width: p.width, height: p.height, rgba: p.rgba.clone() };
+    groups.push((
+        format!("{} face-free photos, cover + contain", FACE_FREE.len()),
+        backgrounds.iter().map(|b| Case { picture: copy(b), face: None }).collect(),
+    ));
+    for fit in [Fit::Cover, Fit::Contain] {
+        let picture = astronaut.fitted(width, height, fit);
+        let scale = if fit == Fit::Cover { width } else { height } as f32;
+        let (ox, oy) = ((width as f32 - scale) / 2.0, (height as f32 - scale) / 2.0);
+        let face = Some((ox + ASTRONAUT_FACE.0 * scale, oy + ASTRONAUT_FACE.1 * scale, ASTRONAUT_FACE.2 * scale));
+        groups.push((format!("astronaut filling 640x480, {fit:?}"), vec![Case { picture, face }]));
+    }
+    for side in [240, 320, 400] {
+        let cases = backgrounds
+            .iter()
+            .enumerate()
+            .map(|(n, background)| {
+                let (left, top) = ((n * 97) % (width - side), (n * 61) % (height - side));
+                let picture = background.with_drawn(&astronaut, left, top, side);
+                let s = side as f32;
+                Case { picture, face: Some((left as f32 + ASTRONAUT_FACE.0 * s, top as f32 + ASTRONAUT_FACE.1 * s, ASTRONAUT_FACE.2 * s)) }
+            })
+            .collect();
+        groups.push((format!("astronaut {side} px (face {:.0}) on the photos", side as f32 * ASTRONAUT_FACE.2), cases));
+    }
+    for (on_photos, sides) in [(true, [64usize, 96, 128, 192, 256, 320]), (false, [64, 96, 128, 192, 256, 320])] {
+        for side in sides {
+            let cases = rows
+                .iter()
+                .enumerate()
+                .map(|(n, &row)| {
+                    let (left, top) = ((n * 97) % (width - side), (n * 61) % (height - side));
+                    let mut face = Scene::background(FACE_SIDE, FACE_SIDE, 0);
+                    face.grey.copy_from_slice(data.face(row));
+                    let picture = if on_photos {
+                        backgrounds[n % backgrounds.len()].with_drawn(&Picture::from_scene(&face), left, top, side)
+                    } else {
+                        let mut scene = Scene::background(width, height, n as u64);
+                        scene.place(data.face(row), left, top, side);
+                        Picture::from_scene(&scene)
+                    };
+                    let s = side as f32;
+                    Case { picture, face: Some((left as f32 + s / 2.0, top as f32 + s / 2.0, s)) }
+                })
+                .collect();
+            let on = if on_photos { "on the photos" } else { "on gradients" };
+            groups.push((format!("{} FER2013 faces {side} px {on}", rows.len()), cases));
+        }
+    }
+    let rules = [
+        Rule { min_score: 0.5, confirm: None },
+        Rule { min_score: 0.6, confirm: None },
+        Rule { min_score: 0.7, confirm: None },
+        Rule { min_score: 0.75, confirm: None },
+        Rule { min_score: 0.5, confirm: Some((0, 0.3)) },
+        Rule { min_score: 0.5, confirm: Some((1, 0.2)) },
+        Rule { min_score: 0.5, confirm: Some((1, 0.3)) },
+        Rule { min_score: 0.5, confirm: Some((1, 0.4)) },
+        Rule { min_score: 0.5, confirm: Some((2, 0.3)) },
+    ];
+    for input_size in [FrameKind::Video.detector_options().input_size, FrameKind::Photo.detector_options().input_size] {
+        println!("\nwhole frame at input {input_size}; per rule for keeping a box (whole-frame score, + confirming window: side x box @ input, score): faces found %, boxes off the face per frame");
+        println!("| frames | {} |", rules.map(|r| r.name()).join(" | "));
+        println!("|---|{}", "---:|".repeat(rules.len()));
+        for (name, cases) in &groups {
+            let found: Vec<Vec<Found>> =
+                cases.iter().map(|case| measure(&mut detector, case, DetectorOptions { input_size, min_score: 0.5 })).collect();
+            let with_face = cases.iter().filter(|c| c.face.is_some()).count();
+            let cells: Vec<String> = rules
+                .iter()
+                .map(|rule| {
+                    let hits = found.iter().filter(|f| f.iter().any(|b| b.on_face && rule.keeps(b))).count();
+                    let off: usize = found.iter().map(|f| f.iter().filter(|b| !b.on_face && rule.keeps(b)).count()).sum();
+                    let off = off as f32 / cases.len() as f32;
+                    if with_face > 0 {
+                        format!("{:.1}% {off:.2}", 100.0 * hits as f32 / with_face as f32)
+                    } else {
+                        format!("{off:.2}")
+                    }
+                })
+                .collect();
+            println!("| {name} | {} |", cells.join(" | "));
+        }
+    }
+}

@@ -311,4 +311,18 @@ fn an_onnx_graph_loads_with_its_external_data_file() {
     assert!(alone.contains("'dynamo.onnx.data'") && alone.contains("select both files"), "{alone}");
     let other = Model::from_onnx_files(graph, "weights.bin", data).err().map(message_of).unwrap_or_default();
     assert!(other.contains("the file given with it is 'weights.bin'"), "{other}");
+
+#[wasm_bindgen_test]
+fn face_quality_flags_what_a_crop_is_past_and_refuses_a_wrong_size() {
+    use fer_cnn::face::quality::{DARK_BRIGHTNESS, SMALL_FACE_PX};
+    let get = |value: &wasm_bindgen::JsValue, key: &str| js_sys::Reflect::get(value, &key.into()).unwrap();
+    let dark_flat = vec![(DARK_BRIGHTNESS * 255.0 / 2.0) as u8; 48 * 48];
+    let quality = fer_cnn::web::face_quality(&dark_flat, SMALL_FACE_PX / 2.0).unwrap();
+    let flags: Vec<String> = js_sys::Array::from(&get(&quality, "flags")).iter().filter_map(|f| f.as_string()).collect();
+    assert_eq!(flags, ["small", "dark", "low-contrast"]);
+    assert_eq!(get(&quality, "contrast").as_f64(), Some(0.0));
+    assert_eq!(get(&quality, "size").as_f64(), Some((SMALL_FACE_PX / 2.0) as f64));
+    let thresholds = fer_cnn::web::quality_thresholds();
+    assert_eq!(get(&thresholds, "smallFacePx").as_f64(), Some(SMALL_FACE_PX as f64));
+    assert!(message_of(fer_cnn::web::face_quality(&[0; 100], 50.0).unwrap_err()).contains("2304 bytes, got 100"));
 }

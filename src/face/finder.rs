@@ -23,6 +23,20 @@ pub struct FinderOptions {
     pub window: DetectorOptions,
     /// A window's side over the larger side of the face's last box.
     pub window_per_box: f32,
+    /// How a box of a whole-frame search that is no known face is confirmed before it counts.
+    pub confirm: Confirmation,
+}
+
+/// A second look at a box that a whole-frame search found where no face was known: the
+/// detector searches a window around it, at another scale, and the box counts only if that
+/// search finds it again. Things that are not faces yet score as faces at one scale (a suit's
+/// collar, drawn large) are rarely found at another, while faces are.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Confirmation {
+    /// How the window is searched.
+    pub window: DetectorOptions,
+    /// The window's side over the larger side of the box.
+    pub window_per_box: f32,
 }
 
 /// What the last [`FaceFinder::find`] did: the camera shows it with the stage timings.
@@ -61,6 +75,7 @@ impl FaceFinder {
         };
         if search == Search::WholeFrame {
             detector.detect(frame, &self.options.whole_frame, faces)?;
+            confirm_new_faces(detector, frame, &self.known, &self.options.confirm, faces, &mut self.in_window)?;
             self.frames_since_search = 0;
         }
         faces.truncate(max_faces);
@@ -107,6 +122,54 @@ impl FaceFinder {
         self.known.clear();
         self.frames_since_search = 0;
     }
+
+    /// The faces of `photo`, a frame of its own, best first, into `faces` (cleared first): a
+    /// whole-frame search at `options`, each box confirmed as the video's new boxes are.
+    pub fn find_in_photo(
+        &mut self,
+        detector: &mut TinyFaceDetector,
+        photo: &Frame,
+        options: &DetectorOptions,
+        faces: &mut Vec<Detection>,
+    ) -> Result<()> {
+        self.clear();
+        detector.detect(photo, options, faces)?;
+        confirm_new_faces(detector, photo, &[], &self.options.confirm, faces, &mut self.in_window)
+    }
+}
+
+/// Whether `found` is the face `known` was, moved: its centre is less than half `known`'s
+/// size from `known`'s centre.
+fn continues(known: &Rect, found: &Rect) -> bool {
+    let ((cx, cy), (x, y)) = (known.centre(), found.centre());
+    ((x - cx) / known.width).abs().max(((y - cy) / known.height).abs()) < 0.5
+}
+
+/// Drops from `faces` each box that continues none of `known` and that a search around it (see
+/// [`Confirmation`]) does not find again.
+fn confirm_new_faces(
+    detector: &mut TinyFaceDetector,
+    frame: &Frame,
+    known: &[Detection],
+    confirm: &Confirmation,
+    faces: &mut Vec<Detection>,
+    in_window: &mut Vec<Detection>,
+) -> Result<()> {
+    let mut kept = 0;
+    for i in 0..faces.len() {
+        let candidate = faces[i];
+        let confirmed = known.iter().any(|k| continues(&k.rect, &candidate.rect)) || {
+            let window = window_around(&candidate.rect, confirm.window_per_box, frame);
+            detector.detect_in(frame, window, &confirm.window, in_window)?;
+            in_window.iter().any(|d| continues(&candidate.rect, &d.rect))
+        };
+        if confirmed {
+            faces[kept] = candidate;
+            kept += 1;
+        }
+    }
+    faces.truncate(kept);
+    Ok(())
 }
 
 /// A square `side_per_box` times the box's larger side, centred on the box and moved inside

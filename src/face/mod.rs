@@ -8,15 +8,17 @@ pub mod detector;
 pub mod finder;
 pub mod frame;
 pub mod pipeline;
+pub mod quality;
 pub mod resample;
 mod tfjs;
 pub mod tracks;
 
 pub use crop::{crop_face, fer_square, FER_FRAMING};
 pub use detector::{DetectorOptions, TinyFaceDetector};
-pub use finder::{FaceFinder, FinderOptions, Search};
+pub use finder::{Confirmation, FaceFinder, FinderOptions, Search};
 pub use frame::Frame;
-pub use pipeline::{FacePipeline, FrameKind, StageTimings, MAX_FACES, VIDEO_FINDER};
+pub use pipeline::{FacePipeline, FrameKind, StageTimings, CONFIRM_NEW_FACES, MAX_FACES, VIDEO_FINDER};
+pub use quality::{assess_face, FaceQuality};
 pub use resample::AreaResampler;
 pub use tracks::FaceTracks;
 

@@ -21,9 +21,11 @@ use crate::FerError;
 
 mod calibration;
 mod camera;
+mod quality;
 mod training;
 pub use calibration::Calibration;
 pub use camera::{camera_layout, Camera};
+pub use quality::{face_quality, quality_thresholds};
 pub use training::Training;
 
 /// `initThreadPool(n)` in the `threads` build: starts n Web Workers for rayon. Call it once, in
