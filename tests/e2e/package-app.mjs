@@ -15,6 +15,7 @@ const ROOT = path.resolve(HERE, '../..');
 export const APP = path.join(HERE, 'package-app');
 export const BIN = path.join(HERE, 'node_modules/.bin');
 export const PHOTO = path.join(ROOT, 'tests/fixtures/images/astronaut.jpg');
+const PYTORCH_ONNX = path.join(ROOT, 'tests/fixtures/pytorch_onnx');
 
 export async function tarball() {
   const cargo = await fs.readFile(path.join(ROOT, 'Cargo.toml'), 'utf8');
@@ -33,10 +34,14 @@ export async function appWith(files) {
   return dir;
 }
 
-/** The plain static app (index.html with an import map, app.js, the photo), with `extra` files of package-app/. */
+/**
+ * The plain static app (index.html with an import map, app.js, the photo, PyTorch's two-file
+ * ONNX export), with `extra` files of package-app/.
+ */
 export async function staticAppWith(extra = []) {
   const dir = await appWith(['index.html', 'app.js', ...extra]);
   await fs.copyFile(PHOTO, path.join(dir, 'astronaut.jpg'));
+  for (const file of ['dynamo.onnx', 'dynamo.onnx.data', 'expected.json']) await fs.copyFile(path.join(PYTORCH_ONNX, file), path.join(dir, file));
   return dir;
 }
 

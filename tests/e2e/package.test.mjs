@@ -87,6 +87,19 @@ for (const [name, inBrowser] of Object.entries(BROWSERS)) {
   }
 }
 
+test('package: load takes PyTorch 2\'s two-file ONNX export, and says which file is missing when given the graph alone', async () => {
+  const server = await serve(staticApp, { isolated: false, encodings: [] });
+  try {
+    const { alone, maxDifference, model } = await inChromium(server.url, 'loadPyTorchExport');
+    assert.equal(alone.code, 'model-invalid');
+    assert.match(alone.message, /dynamo\.onnx\.data/);
+    assert.ok(maxDifference < 1e-5, `PyTorch's probabilities within 1e-5 (${maxDifference})`);
+    assert.equal(model.precision, 'f32');
+  } finally {
+    await server.close();
+  }
+});
+
 test('package: Node gives the browser\'s faces and probabilities for the same pixels', async () => {
   const server = await serve(staticApp, { isolated: false, encodings: [] });
   let browser;

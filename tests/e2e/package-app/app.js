@@ -94,3 +94,19 @@ window.timeDetect = async (calls, model = 'fast') => {
   fer.dispose();
   return { ms, threads };
 };
+
+/**
+ * PyTorch 2's default ONNX export, a graph and its weights file: loaded together they give
+ * PyTorch's probabilities; the graph alone is refused with a sentence naming the other file.
+ */
+window.loadPyTorchExport = async () => {
+  const bytes = async (file) => new Uint8Array(await (await fetch(file)).arrayBuffer());
+  const [graph, data, expected] = await Promise.all([bytes('./dynamo.onnx'), bytes('./dynamo.onnx.data'), fetch('./expected.json').then((r) => r.json())]);
+  const alone = await load({ model: graph }).then((fer) => { fer.dispose(); return null; }, (error) => ({ code: error.code, message: error.message }));
+  const fer = await load({ model: { graph, data, dataName: 'dynamo.onnx.data' } });
+  const probabilities = await fer.classify(Uint8Array.from(expected.faces.flat()));
+  const maxDifference = Math.max(...expected.probabilities.flat().map((p, i) => Math.abs(p - probabilities[i])));
+  const model = fer.model;
+  fer.dispose();
+  return { alone, maxDifference, model };
+};
