@@ -23,6 +23,14 @@ const mean = (values) => values.reduce((sum, v) => sum + v, 0) / values.length;
 const quantile = (values, q) => [...values].sort((a, b) => a - b)[Math.floor(q * (values.length - 1))];
 const summary = (values) => `mean ${mean(values).toFixed(2)}, median ${quantile(values, 0.5).toFixed(2)}, p90 ${quantile(values, 0.9).toFixed(2)} ms`;
 
+/** Each stage's mean over `stages` (after the first 20 frames), and what the rest of a frame's time went to. */
+function stageMeans(stages) {
+  const kept = stages.slice(20);
+  const means = Object.fromEntries(['copyMs', 'findMs', 'cropMs', 'classifyMs', 'totalMs'].map((key) => [key, mean(kept.map((t) => t[key]))]));
+  const handOver = means.totalMs - means.copyMs - means.findMs - means.cropMs - means.classifyMs;
+  return `copy ${means.copyMs.toFixed(2)} + find ${means.findMs.toFixed(2)} + crop ${means.cropMs.toFixed(2)} + classify ${means.classifyMs.toFixed(2)} + hand-over ${handOver.toFixed(2)} ms`;
+}
+
 const file = await tarball();
 const { size } = await fs.stat(file);
 console.log(`${os.cpus().length} cores (${os.cpus()[0].model}), load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
@@ -39,14 +47,14 @@ try {
       const detect = await inBrowser(server.url, 'timeDetect', calls);
       console.log(`${name}: detect, 1 thread: ${summary(detect.ms)}`);
       const tracked = await inBrowser(server.url, 'trackCamera', frames);
-      console.log(`${name}: track, 1 thread, ${tracked.totals.length} frames: ${summary(tracked.totals.slice(20))}`);
+      console.log(`${name}: track, ${tracked.threads} thread, ${tracked.totals.length} frames: ${summary(tracked.totals.slice(20))}; ${stageMeans(tracked.stages)}`);
     } finally {
       await server.close();
     }
     const isolated = await serve(app, { isolated: true });
     try {
       const tracked = await inBrowser(isolated.url, 'trackCamera', frames);
-      console.log(`${name}: track, every core, ${tracked.totals.length} frames: ${summary(tracked.totals.slice(20))}`);
+      console.log(`${name}: track, ${tracked.threads} threads (isolated), ${tracked.totals.length} frames: ${summary(tracked.totals.slice(20))}; ${stageMeans(tracked.stages)}`);
     } finally {
       await isolated.close();
     }

@@ -63,11 +63,13 @@ window.trackCamera = async (frames) => {
   const fer = await load({ model: 'fast' });
   const seen = [];
   const totals = [];
+  const stages = [];
   await new Promise((resolve) => {
     const stop = fer.track(video, (faces, frame) => {
       if (faces.length === 0) return;
       seen.push(faces.map((face) => ({ id: face.id, expression: face.expression })));
       totals.push(frame.timings.totalMs);
+      stages.push(frame.timings);
       if (seen.length >= frames) {
         stop();
         resolve();
@@ -75,8 +77,9 @@ window.trackCamera = async (frames) => {
     });
   });
   clearInterval(painter);
+  const threads = fer.threads;
   fer.dispose();
-  return { seen, totals };
+  return { seen, totals, stages, threads };
 };
 
 /** Milliseconds of each of `calls` detect calls on the photo, after two to warm up. */
