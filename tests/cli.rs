@@ -197,7 +197,32 @@ fn calibrate_fits_a_persons_captures_and_eval_reads_the_result() {
     let after: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
     assert!(after["accuracy"].as_f64().unwrap() > 0.5, "the calibrated model reads the captures: {after}");
 
+    assert!(stdout.contains("reference faces (500 ordinary faces shipped with fer)"), "{stdout}");
+    let (stdout, _) = succeeds(&dir, &["info", "me.safetensors"]);
+    assert!(stdout.contains("calibration"), "{stdout}");
+
     let stderr = fails(&dir, &["calibrate", "--csv", "me.csv", "--model", "absent.safetensors", "--out", "x.safetensors"]);
     assert!(stderr.contains("absent.safetensors"), "{stderr}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn calibrate_keeps_the_current_model_when_calibrating_does_not_help() {
+    let dir = workdir("calibrate-no-help");
+    let mut rng = common::Lcg(8);
+    let mut csv = String::from("emotion,pixels,Usage\n");
+    // Labels that say nothing about the faces: no fit can read held-out captures better.
+    for label in 0..7u8 {
+        for _ in 0..8 {
+            let face = common::shift::shifted_face(&common::synthetic_face((rng.next() % 7) as u8, &mut rng), &mut rng);
+            let pixels: Vec<String> = face.iter().map(|p| p.to_string()).collect();
+            csv += &format!("{label},{},Training\n", pixels.join(" "));
+        }
+    }
+    std::fs::write(dir.join("noise.csv"), csv).expect("CSV written");
+    let stderr = fails(&dir, &["calibrate", "--csv", "noise.csv", "--epochs", "10", "--out", "noise.safetensors"]);
+    assert!(stderr.contains("error: calibration: ") && stderr.contains("the current model is kept"), "{stderr}");
+    assert!(stderr.contains("nothing written to noise.safetensors"), "{stderr}");
+    assert!(!dir.join("noise.safetensors").exists());
     std::fs::remove_dir_all(&dir).ok();
 }
