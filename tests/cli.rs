@@ -193,13 +193,13 @@ fn calibrate_fits_a_persons_captures_and_eval_reads_the_result() {
     let line = stdout.lines().find(|l| l.starts_with("held-out captures (14): ")).unwrap_or_else(|| panic!("{stdout}"));
     let percents: Vec<f32> = line.split_whitespace().filter_map(|w| w.strip_suffix('%')?.parse().ok()).collect();
     assert!(percents.len() == 2 && percents[1] > percents[0], "{line}");
+    assert!(stdout.contains("reference faces (500 ordinary faces shipped with fer)"), "{stdout}");
     let (stdout, _) = succeeds(&dir, &["eval", "--model", "me.safetensors", "--csv", "me.csv", "--json"]);
     let after: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
     assert!(after["accuracy"].as_f64().unwrap() > 0.5, "the calibrated model reads the captures: {after}");
 
-    assert!(stdout.contains("reference faces (500 ordinary faces shipped with fer)"), "{stdout}");
     let (stdout, _) = succeeds(&dir, &["info", "me.safetensors"]);
-    assert!(stdout.contains("calibration"), "{stdout}");
+    assert!(stdout.contains("calibrated to one person"), "{stdout}");
 
     let stderr = fails(&dir, &["calibrate", "--csv", "me.csv", "--model", "absent.safetensors", "--out", "x.safetensors"]);
     assert!(stderr.contains("absent.safetensors"), "{stderr}");

@@ -72,7 +72,7 @@ impl Default for CalibrationConfig {
             epochs: 40,
             batch_size: 64,
             learning_rate: 1e-3,
-            anchor: 1e-2,
+            anchor: 0.1,
             label_smoothing: 0.1,
             replay_weight: 0.5,
             gate: true,
