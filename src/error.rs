@@ -17,6 +17,9 @@ pub enum FerError {
     /// Training stopped before its end (it diverged).
     #[error("training: {0}")]
     Training(String),
+    /// A calibration that did not help: the current model stays.
+    #[error("calibration: {0}")]
+    Calibration(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }

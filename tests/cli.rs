@@ -193,9 +193,13 @@ fn calibrate_fits_a_persons_captures_and_eval_reads_the_result() {
     let line = stdout.lines().find(|l| l.starts_with("held-out captures (14): ")).unwrap_or_else(|| panic!("{stdout}"));
     let percents: Vec<f32> = line.split_whitespace().filter_map(|w| w.strip_suffix('%')?.parse().ok()).collect();
     assert!(percents.len() == 2 && percents[1] > percents[0], "{line}");
+    assert!(stdout.contains("reference faces (500 ordinary faces shipped with fer)"), "{stdout}");
     let (stdout, _) = succeeds(&dir, &["eval", "--model", "me.safetensors", "--csv", "me.csv", "--json"]);
     let after: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
     assert!(after["accuracy"].as_f64().unwrap() > 0.5, "the calibrated model reads the captures: {after}");
+
+    let (stdout, _) = succeeds(&dir, &["info", "me.safetensors"]);
+    assert!(stdout.contains("calibrated to one person"), "{stdout}");
 
     let stderr = fails(&dir, &["calibrate", "--csv", "me.csv", "--model", "absent.safetensors", "--out", "x.safetensors"]);
     assert!(stderr.contains("absent.safetensors"), "{stderr}");
@@ -227,4 +231,25 @@ fn temperature_is_fitted_on_publictest_and_stored_beside_unchanged_weights() {
     let (stdout, _) = succeeds(&dir, &["eval", "--model", "t.safetensors", "--csv", "faces.csv", "--usage", "PublicTest"]);
     assert!(stdout.contains(&format!("(temperature {stored})")), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn calibrate_keeps_the_current_model_when_calibrating_does_not_help() {
+    let dir = workdir("calibrate-no-help");
+    let mut rng = common::Lcg(8);
+    let mut csv = String::from("emotion,pixels,Usage\n");
+    // Labels that say nothing about the faces: no fit can read held-out captures better.
+    for label in 0..7u8 {
+        for _ in 0..8 {
+            let face = common::shift::shifted_face(&common::synthetic_face((rng.next() % 7) as u8, &mut rng), &mut rng);
+            let pixels: Vec<String> = face.iter().map(|p| p.to_string()).collect();
+            csv += &format!("{label},{},Training\n", pixels.join(" "));
+        }
+    }
+    std::fs::write(dir.join("noise.csv"), csv).expect("CSV written");
+    let stderr = fails(&dir, &["calibrate", "--csv", "noise.csv", "--epochs", "10", "--out", "noise.safetensors"]);
+    assert!(stderr.contains("error: calibration: ") && stderr.contains("the current model is kept"), "{stderr}");
+    assert!(stderr.contains("nothing written to noise.safetensors"), "{stderr}");
+    assert!(!dir.join("noise.safetensors").exists());
+    std::fs::remove_dir_all(&dir).ok();
 }

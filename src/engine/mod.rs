@@ -9,6 +9,7 @@ pub mod loss;
 pub mod network;
 pub mod optim;
 pub mod parallel;
+pub mod personal;
 pub mod tensor;
 
 pub use layers::{Layer, LayerSpec, Mode, Padding, Param};

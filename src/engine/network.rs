@@ -1,13 +1,14 @@
 //! A sequential network built from a [`ModelSpec`]: the architecture as data, stored in every
 //! model file, so any file loads without knowing which preset made it.
 
-use ndarray::{Array2, Ix2, IxDyn};
+use ndarray::{Array2, Axis, Ix2, IxDyn};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::int8::Epilogue;
 use super::layers::{build_layer, checked_size, Layer, LayerSpec, Mode, Param, Shape};
 use super::loss::softmax_at_temperature;
+use super::personal::{personal_faces, Personal};
 use super::tensor::{standard, Rng, Tensor};
 use crate::{FerError, Result};
 
@@ -31,6 +32,9 @@ pub struct Network {
     /// What [`Network::predict`] divides the logits by before the softmax (1 unless a model
     /// file's metadata gives one).
     temperature: f32,
+    /// Weights calibrated to one person, used for the faces that look like that person's
+    /// captures ([`super::personal`]); only [`Network::predict`] reads them.
+    personal: Option<Box<Personal>>,
 }
 
 impl Network {
@@ -60,7 +64,7 @@ impl Network {
                 spec.classes
             )));
         }
-        Ok(Network { spec, layers, temperature: 1.0 })
+        Ok(Network { spec, layers, temperature: 1.0, personal: None })
     }
 
     pub fn spec(&self) -> &ModelSpec {
@@ -113,6 +117,31 @@ impl Network {
     /// training and batch-norm recalibration are unaffected. Exact for int8 model files' weights.
     pub fn set_int8_inference(&mut self, on: bool) {
         self.layers.iter_mut().for_each(|layer| layer.set_int8_inference(on));
+        if let Some(personal) = &mut self.personal {
+            personal.network.set_int8_inference(on);
+        }
+    }
+
+    /// The personal branch, when the model was calibrated to someone.
+    pub fn personal(&self) -> Option<&Personal> {
+        self.personal.as_deref()
+    }
+
+    /// Sets or removes the personal branch (a branch of the branch is dropped).
+    pub fn set_personal(&mut self, personal: Option<Personal>) {
+        self.personal = personal.map(|mut p| {
+            p.network.personal = None;
+            Box::new(p)
+        });
+    }
+
+    /// A copy of the model's own layers and tensors, without a personal branch.
+    pub fn copy_without_personal(&self) -> Network {
+        let mut copy = Network::new(self.spec.clone(), 0).expect("the same spec builds again");
+        for ((_, target), (_, source)) in copy.named_tensors_mut().into_iter().zip(self.named_tensors()) {
+            target.clone_from(source);
+        }
+        copy
     }
 
     pub fn has_batch_norm(&self) -> bool {
@@ -160,15 +189,36 @@ impl Network {
         self.named_tensors().into_iter().find(|(n, _)| n == name).map(|(_, t)| t)
     }
 
-    /// Logits `[n, classes]` in evaluation mode, before the temperature.
+    /// Logits `[n, classes]` in evaluation mode, before the temperature (the model's own
+    /// weights: a personal branch is not read).
     pub fn logits(&mut self, input: Tensor) -> Array2<f32> {
         self.forward(input, &mut Mode::Eval)
     }
 
     /// Class probabilities `[n, classes]` in evaluation mode: softmax(logits / temperature).
-    /// Every probability the library gives out of a network comes through here.
+    /// Every probability the library gives out of a network comes through here. With a
+    /// personal branch, each face goes through the weights its gate chooses.
     pub fn predict(&mut self, input: Tensor) -> Array2<f32> {
-        softmax_at_temperature(self.logits(input).view(), self.temperature)
+        let Some(personal) = self.personal.as_mut() else {
+            return softmax_at_temperature(self.logits(input).view(), self.temperature);
+        };
+        let routes = personal_faces(&personal.gate, &input.view());
+        let (mine, own): (Vec<usize>, Vec<usize>) = (0..routes.len()).partition(|&i| routes[i]);
+        if own.is_empty() {
+            return personal.network.predict(input);
+        }
+        if mine.is_empty() {
+            return softmax_at_temperature(self.logits(input).view(), self.temperature);
+        }
+        let personal_probs = personal.network.predict(input.select(Axis(0), &mine));
+        let own_probs = softmax_at_temperature(self.logits(input.select(Axis(0), &own)).view(), self.temperature);
+        let mut probs = Array2::zeros((routes.len(), self.spec.classes));
+        for (rows, values) in [(&mine, personal_probs), (&own, own_probs)] {
+            for (&row, p) in rows.iter().zip(values.axis_iter(Axis(0))) {
+                probs.row_mut(row).assign(&p);
+            }
+        }
+        probs
     }
 
     /// See [`Network::set_temperature`].

@@ -10,6 +10,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use super::metadata::ModelMetadata;
 use crate::data::{FACE_SIDE, NUM_CLASSES};
 use crate::engine::int8::quantise_rows;
+use crate::engine::personal::{AppearanceGate, Personal};
 use crate::engine::{ModelSpec, Network, Tensor};
 use crate::{FerError, Result};
 
@@ -81,8 +82,11 @@ pub fn save_model(network: &Network, dtype: StoredDtype, metadata: &ModelMetadat
 /// [`save_model`] plus extra tensors named `optimizer.*`, always stored as f32.
 pub fn save_with_extras(network: &Network, dtype: StoredDtype, metadata: &ModelMetadata, extras: &[(String, &Tensor)]) -> Result<Vec<u8>> {
     let model_tensors = network.named_tensors().into_iter().map(|(name, t)| (name, t, dtype));
+    let personal = personal_tensors(network, dtype);
+    let personal_tensors = personal.iter().map(|(name, t, dtype)| (name.clone(), t, *dtype));
     let extra_tensors = extras.iter().map(|(name, t)| (name.clone(), *t, StoredDtype::F32));
     let encoded: Vec<(String, Vec<usize>, Vec<u8>, Dtype)> = model_tensors
+        .chain(personal_tensors)
         .chain(extra_tensors)
         .flat_map(|(name, tensor, dtype)| {
             let shape = tensor.shape().to_vec();
@@ -111,6 +115,33 @@ pub fn save_with_extras(network: &Network, dtype: StoredDtype, metadata: &ModelM
     header.insert("spec".into(), serde_json::to_string(network.spec()).map_err(|e| FerError::Model(e.to_string()))?);
     // Without its `std` feature (which does not build for wasm) safetensors uses hashbrown's map.
     safetensors::tensor::serialize(views, Some(header.into_iter().collect())).map_err(model_error)
+}
+
+/// Names of a personal branch's tensors (`engine::personal`): `personal.layers.…` for each of
+/// the model's tensors that the branch changes, `personal.gate.…` for its gate.
+pub const PERSONAL_PREFIX: &str = "personal.";
+const GATE_PREFIX: &str = "personal.gate.";
+
+/// The personal branch's tensors to save: those of its weights that differ from the model's own
+/// (in `dtype`), and the gate's (f32, a few dozen values).
+fn personal_tensors(network: &Network, dtype: StoredDtype) -> Vec<(String, Tensor, StoredDtype)> {
+    let Some(personal) = network.personal() else {
+        return Vec::new();
+    };
+    let own = network.named_tensors();
+    let mut tensors: Vec<(String, Tensor, StoredDtype)> = personal
+        .network
+        .named_tensors()
+        .into_iter()
+        .zip(own)
+        .filter(|((_, mine), (_, theirs))| mine != theirs)
+        .map(|((name, mine), _)| (format!("{PERSONAL_PREFIX}{name}"), mine.clone(), dtype))
+        .collect();
+    for (name, values) in personal.gate.tensors() {
+        let tensor = Tensor::from_shape_vec(ndarray::IxDyn(&[values.len()]), values).expect("a vector");
+        tensors.push((format!("{GATE_PREFIX}{name}"), tensor, StoredDtype::F32));
+    }
+    tensors
 }
 
 /// `network` with its weights as `dtype` stores them, so that what is measured on it is what
@@ -159,7 +190,12 @@ pub fn load_with_extras(bytes: &[u8]) -> Result<(LoadedModel, Vec<(String, Tenso
     let mut unused: Vec<&str> = tensors
         .names()
         .into_iter()
-        .filter(|n| !n.starts_with(EXTRA_PREFIX) && !n.ends_with(SCALE_SUFFIX) && !needed.iter().any(|m| m == n))
+        .filter(|n| {
+            let own_name = n.strip_prefix(PERSONAL_PREFIX).unwrap_or(n);
+            let gate = n.strip_prefix(GATE_PREFIX).is_some_and(|g| AppearanceGate::TENSORS.contains(&g));
+            let known = needed.iter().any(|m| m == own_name) || gate;
+            !n.starts_with(EXTRA_PREFIX) && !n.ends_with(SCALE_SUFFIX) && !known
+        })
         .collect();
     if !unused.is_empty() {
         unused.sort();
@@ -169,30 +205,23 @@ pub fn load_with_extras(bytes: &[u8]) -> Result<(LoadedModel, Vec<(String, Tenso
         )));
     }
     for (name, target) in network.named_tensors_mut() {
-        let view = tensors.tensor(&name).map_err(|_| FerError::Model(format!("tensor '{name}' is missing from the file")))?;
-        if view.shape() != target.shape() {
-            return Err(FerError::Model(format!(
-                "tensor '{name}' has shape {:?} in the file, the architecture needs {:?}",
-                view.shape(),
-                target.shape()
-            )));
-        }
-        let values = match view.dtype() {
-            Dtype::I8 => {
-                stored = StoredDtype::Int8;
-                dequantise(&name, &view, &tensors)?
+        read_tensor(&tensors, &name, target, &mut stored)?;
+    }
+    let personal_names: Vec<&str> =
+        tensors.names().into_iter().filter(|n| n.starts_with(PERSONAL_PREFIX) && !n.ends_with(SCALE_SUFFIX)).collect();
+    if !personal_names.is_empty() {
+        let gate = AppearanceGate::from_tensors(|name| {
+            let name = format!("{GATE_PREFIX}{name}");
+            tensors.tensor(&name).ok().and_then(|view| decode(&name, &view).ok())
+        })?;
+        let mut personal = network.copy_without_personal();
+        for (name, target) in personal.named_tensors_mut() {
+            let stored_name = format!("{PERSONAL_PREFIX}{name}");
+            if personal_names.contains(&stored_name.as_str()) {
+                read_tensor(&tensors, &stored_name, target, &mut stored)?;
             }
-            dtype => {
-                if matches!(dtype, Dtype::F16 | Dtype::BF16) && stored == StoredDtype::F32 {
-                    stored = StoredDtype::F16;
-                }
-                decode(&name, &view)?
-            }
-        };
-        if values.iter().any(|v| !v.is_finite()) {
-            return Err(FerError::Model(format!("tensor '{name}' holds NaN or infinite values")));
         }
-        *target = Tensor::from_shape_vec(target.raw_dim(), values).map_err(|e| FerError::Model(e.to_string()))?;
+        network.set_personal(Some(Personal { gate, network: personal }));
     }
     let mut extras = Vec::new();
     for (name, view) in tensors.iter().filter(|(name, _)| name.starts_with(EXTRA_PREFIX)) {
@@ -202,6 +231,36 @@ pub fn load_with_extras(bytes: &[u8]) -> Result<(LoadedModel, Vec<(String, Tenso
     }
     let metadata = ModelMetadata::from_map(metadata.into_iter().collect());
     Ok((LoadedModel::new(network, stored, metadata)?, extras))
+}
+
+/// Fills `target` with the file's tensor `name`, checking its shape and values; `stored`
+/// notes a 16- or 8-bit tensor.
+fn read_tensor(tensors: &SafeTensors, name: &str, target: &mut Tensor, stored: &mut StoredDtype) -> Result<()> {
+    let view = tensors.tensor(name).map_err(|_| FerError::Model(format!("tensor '{name}' is missing from the file")))?;
+    if view.shape() != target.shape() {
+        return Err(FerError::Model(format!(
+            "tensor '{name}' has shape {:?} in the file, the architecture needs {:?}",
+            view.shape(),
+            target.shape()
+        )));
+    }
+    let values = match view.dtype() {
+        Dtype::I8 => {
+            *stored = StoredDtype::Int8;
+            dequantise(name, &view, tensors)?
+        }
+        dtype => {
+            if matches!(dtype, Dtype::F16 | Dtype::BF16) && *stored == StoredDtype::F32 {
+                *stored = StoredDtype::F16;
+            }
+            decode(name, &view)?
+        }
+    };
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err(FerError::Model(format!("tensor '{name}' holds NaN or infinite values")));
+    }
+    *target = Tensor::from_shape_vec(target.raw_dim(), values).map_err(|e| FerError::Model(e.to_string()))?;
+    Ok(())
 }
 
 /// Every model here reads one 48x48 grey face and scores the seven expressions: a file made

@@ -23,8 +23,9 @@ use crate::data::{Dataset, FACE_PIXELS, NUM_CLASSES};
 use crate::engine::loss::{smoothed_one_hot, softmax_cross_entropy};
 use crate::engine::network::batch_tensor;
 use crate::engine::parallel::map_sample_chunks;
+use crate::engine::personal::{appearance_statistics, AppearanceGate, Personal, APPEARANCE_STATISTICS};
 use crate::engine::{LayerSpec, Mode, ModelSpec, Network, Optimizer, OptimizerKind, Rng, Tensor};
-use crate::inference::{Evaluation, EvaluationTally};
+use crate::inference::{argmax, Evaluation, EvaluationTally};
 use crate::models::ModelMetadata;
 use crate::{FerError, Result};
 
@@ -54,6 +55,10 @@ pub struct CalibrationConfig {
     pub label_smoothing: f32,
     /// With reference rows (FER2013) given: their share of the fit's total weight.
     pub replay_weight: f32,
+    /// Use the calibrated weights only for faces that look like the captures (brightness,
+    /// contrast, light, sharpness, noise: `engine::personal`), and the model's own weights for
+    /// the rest. Without the gate every face goes through the calibrated weights.
+    pub gate: bool,
     pub seed: u64,
 }
 
@@ -67,9 +72,10 @@ impl Default for CalibrationConfig {
             epochs: 40,
             batch_size: 64,
             learning_rate: 1e-3,
-            anchor: 1e-2,
+            anchor: 0.1,
             label_smoothing: 0.1,
             replay_weight: 0.5,
+            gate: true,
             seed: 1,
         }
     }
@@ -140,6 +146,29 @@ pub struct CalibrationReport {
     pub reference_accuracy: Option<BeforeAfter>,
     /// The fit's mean loss in its last pass.
     pub final_loss: Option<f32>,
+    /// Held-out captures that the calibrated model reads through its personal weights.
+    pub held_out_read_personally: Option<f32>,
+    /// What calibrating risks on ordinary faces, measured on the reference faces shipped with
+    /// the library (FER2013 Training faces' appearance statistics).
+    pub reference_faces: ReferenceFaces,
+    /// Whether the calibrated model replaces the current one, and why.
+    pub verdict: Verdict,
+}
+
+/// The shipped reference faces that the gate sends to the personal weights. Those are the only
+/// ones the calibrated model can read differently, so the share is the most accuracy it can
+/// lose on them.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReferenceFaces {
+    pub faces: usize,
+    pub read_personally: f32,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Verdict {
+    /// True when the calibrated model is kept; false when the current model stays.
+    pub accepted: bool,
+    pub reason: String,
 }
 
 /// Where a calibration stands, after each [`Calibration::advance`].
@@ -214,6 +243,9 @@ const FIT_SAMPLES_PER_ADVANCE: usize = 20_000;
 const SCORE_BATCH: usize = 512;
 
 pub struct Calibration {
+    /// The model as given; it stays the model when the calibration does not help.
+    start: Network,
+    /// The model's own weights, adapted to the captures: the personal branch to be.
     network: Network,
     /// The first layer of the classifier re-fitted: the last dense layer, with the dropout
     /// right before it.
@@ -221,16 +253,20 @@ pub struct Calibration {
     /// Flatten, then the model's layers from `head_start` on, taking the cached features.
     head: Network,
     /// The classifier's starting tensors (weights, bias), in `head.params()` order.
-    start: Vec<Tensor>,
+    head_start_values: Vec<Tensor>,
     config: CalibrationConfig,
     /// The captures, then the reference rows (replay and check) copied in.
     faces: Dataset,
     jobs: Vec<FeatureJob>,
     next_job: usize,
     fit_rows: Vec<usize>,
-    /// The held-out captures and the check rows as the starting model scores them.
-    before_held_out: EvaluationTally,
-    before_check: EvaluationTally,
+    /// The held-out captures and the check rows as the starting model reads them.
+    before_held_out: Vec<Prediction>,
+    before_check: Vec<Prediction>,
+    /// Appearance statistics of the fitted and held-out captures and of the check rows.
+    appearance_fit: Vec<[f32; APPEARANCE_STATISTICS]>,
+    appearance_held_out: Vec<[f32; APPEARANCE_STATISTICS]>,
+    appearance_check: Vec<[f32; APPEARANCE_STATISTICS]>,
     adapted: bool,
     fit: FeatureSet,
     held_out_set: FeatureSet,
@@ -243,7 +279,31 @@ pub struct Calibration {
     fit_weighed: bool,
     final_loss: Option<f32>,
     report: Option<CalibrationReport>,
+    /// The calibrated model: its own weights with the personal branch.
+    calibrated: Option<Network>,
 }
+
+/// One face's label and a model's probabilities for it.
+#[derive(Clone, Copy)]
+struct Prediction {
+    label: u8,
+    probabilities: [f32; NUM_CLASSES],
+}
+
+impl Prediction {
+    fn is_right(&self) -> bool {
+        argmax(ndarray::ArrayView1::from(&self.probabilities[..])) == usize::from(self.label)
+    }
+}
+
+/// The most of the shipped reference faces that a calibrated model may read through its
+/// personal weights: what it may lose on ordinary faces, at worst.
+pub const MOST_REFERENCE_FACES_READ_PERSONALLY: f32 = 0.05;
+/// The most a calibrated model may lose on FER2013 check rows, when they are given.
+pub const MOST_CHECK_ACCURACY_LOST: f32 = 0.05;
+/// How sure the held-out captures must make it that the calibrated model reads them better:
+/// the one-sided z of a sign test over the captures the two models read differently.
+const GAIN_Z: f32 = 1.645;
 
 impl Calibration {
     /// Prepares to calibrate `network` on `captures` (every row a capture labelled with its
@@ -263,8 +323,18 @@ impl Calibration {
         }
         let (fit_rows, held_out_rows) = split_captures(captures.labels(), config.held_out_share);
         let head_start = classifier_start(network.spec())?;
+        // A calibrated model is calibrated again from its own weights.
+        let mut network = network;
+        network.set_personal(None);
         let head = head_network(&network, head_start)?;
-        let start = head.params().iter().map(|p| p.value.clone()).collect();
+        let head_start_values = head.params().iter().map(|p| p.value.clone()).collect();
+        let appearance = |data: &Dataset, rows: &mut dyn Iterator<Item = usize>| rows.map(|r| face_appearance(data.face(r))).collect();
+        let appearance_fit = appearance(captures, &mut fit_rows.iter().copied());
+        let appearance_held_out = appearance(captures, &mut held_out_rows.iter().copied());
+        let appearance_check = match &reference {
+            Some(reference) => appearance(reference.data, &mut reference.check.iter().copied().filter(|&r| r < reference.data.len())),
+            None => Vec::new(),
+        };
 
         let mut faces = Dataset::new();
         let mut jobs = Vec::new();
@@ -302,15 +372,20 @@ impl Calibration {
             counts
         };
         Ok(Calibration {
+            start: network.copy_without_personal(),
             network,
             head_start,
             head,
-            start,
+            head_start_values,
+            appearance_fit,
+            appearance_held_out,
+            appearance_check,
+            calibrated: None,
             faces,
             jobs,
             next_job: 0,
-            before_held_out: EvaluationTally::default(),
-            before_check: EvaluationTally::default(),
+            before_held_out: Vec::new(),
+            before_check: Vec::new(),
             adapted: false,
             fit: FeatureSet::default(),
             held_out_set: FeatureSet::default(),
@@ -371,13 +446,31 @@ impl Calibration {
         self.report.as_ref()
     }
 
-    /// The calibrated network (the starting one, until finished).
+    /// The model to use from now on: the calibrated one when the verdict accepted it, else the
+    /// starting one (also until finished).
     pub fn network(&self) -> &Network {
-        &self.network
+        match (&self.calibrated, self.accepted()) {
+            (Some(calibrated), true) => calibrated,
+            _ => &self.start,
+        }
     }
 
     pub fn into_network(self) -> Network {
-        self.network
+        let accepted = self.accepted();
+        match self.calibrated {
+            Some(calibrated) if accepted => calibrated,
+            _ => self.start,
+        }
+    }
+
+    /// The calibrated model whatever the verdict (for measuring it); `None` until finished.
+    pub fn calibrated_network(&self) -> Option<&Network> {
+        self.calibrated.as_ref()
+    }
+
+    /// Whether the calibration finished and its verdict accepted the calibrated model.
+    pub fn accepted(&self) -> bool {
+        self.report.as_ref().is_some_and(|r| r.verdict.accepted)
     }
 
     /// Re-measures the batch-norm statistics on the fitted captures (as they are) and moves
@@ -440,8 +533,10 @@ impl Calibration {
         if scoring_before {
             let probabilities = self.network.predict(input);
             for (job, p) in jobs.iter().zip(probabilities.axis_iter(Axis(0))) {
-                let tally = if job.group == (Group::Before { check: true }) { &mut self.before_check } else { &mut self.before_held_out };
-                tally.add([self.faces.label(job.face)], p.insert_axis(Axis(0)));
+                let read = if job.group == (Group::Before { check: true }) { &mut self.before_check } else { &mut self.before_held_out };
+                let mut values = [0.0; NUM_CLASSES];
+                values.iter_mut().zip(p).for_each(|(v, &q)| *v = q);
+                read.push(Prediction { label: self.faces.label(job.face), probabilities: values });
             }
             self.next_job = end;
             return;
@@ -507,7 +602,7 @@ impl Calibration {
             self.head.backward(loss.grad_logits * batch_weight);
             let anchor = self.config.anchor;
             let mut params = self.head.params_mut();
-            for (param, start) in params.iter_mut().zip(&self.start) {
+            for (param, start) in params.iter_mut().zip(&self.head_start_values) {
                 // d/dW of λ‖W − W₀‖²
                 ndarray::Zip::from(&mut param.grad).and(&param.value).and(start).for_each(|g, &w, &s| *g += 2.0 * anchor * (w - s));
             }
@@ -522,41 +617,147 @@ impl Calibration {
         values / n.max(1)
     }
 
-    /// Scores the fitted classifier and writes it into the network.
+    /// Fits the gate, scores the calibrated model (personal weights where the gate says so,
+    /// the model's own elsewhere), writes the fitted classifier into the personal weights and
+    /// decides whether the calibrated model replaces the current one.
     fn finish(&mut self) {
-        let held_out_after = score(&mut self.head, &std::mem::take(&mut self.held_out_set));
-        let check_after = score(&mut self.head, &std::mem::take(&mut self.check));
-        let nonempty = |tally: EvaluationTally| {
-            let evaluation = tally.finish();
-            (evaluation.n > 0).then_some(evaluation)
+        let bank = reference_appearance();
+        let (bank_fit, bank_check): (Vec<_>, Vec<_>) = bank.iter().enumerate().partition(|(i, _)| i % 2 == 0);
+        let bank_fit: Vec<_> = bank_fit.into_iter().map(|(_, s)| *s).collect();
+        let bank_check: Vec<_> = bank_check.into_iter().map(|(_, s)| *s).collect();
+        let gate = if self.config.gate { AppearanceGate::fit(&self.appearance_fit, &bank_fit) } else { AppearanceGate::everything() };
+        let share_personal = |statistics: &[[f32; APPEARANCE_STATISTICS]]| {
+            (!statistics.is_empty()).then(|| statistics.iter().filter(|s| gate.is_personal(s)).count() as f32 / statistics.len() as f32)
         };
-        let held_out_before = nonempty(std::mem::take(&mut self.before_held_out));
-        let check_before = nonempty(std::mem::take(&mut self.before_check));
-        let pair = |before: Option<Evaluation>, after: Option<Evaluation>| Some(BeforeAfter { before: before?, after: after? });
+        let reference_faces = ReferenceFaces { faces: bank_check.len(), read_personally: share_personal(&bank_check).unwrap_or(0.0) };
+        let held_out_read_personally = share_personal(&self.appearance_held_out);
+
+        let held_out_personal = predictions(&mut self.head, &std::mem::take(&mut self.held_out_set));
+        let check_personal = predictions(&mut self.head, &std::mem::take(&mut self.check));
+        let gated = |own: &[Prediction], personal: &[Prediction], statistics: &[[f32; APPEARANCE_STATISTICS]]| -> Vec<Prediction> {
+            own.iter().zip(personal).zip(statistics).map(|((o, p), s)| if gate.is_personal(s) { *p } else { *o }).collect()
+        };
+        let held_out_after = gated(&self.before_held_out, &held_out_personal, &self.appearance_held_out);
+        let check_after = gated(&self.before_check, &check_personal, &self.appearance_check);
+        let held_out_accuracy = before_after(&self.before_held_out, &held_out_after);
+        let reference_accuracy = before_after(&self.before_check, &check_after);
+        let verdict = judge(&self.before_held_out, &held_out_after, &reference_faces, reference_accuracy.as_ref());
+
         let classifier_layers = self.network.spec().layers.len() - self.head_start;
         copy_layers(&self.head, 1, &mut self.network, self.head_start, classifier_layers);
+        let mut calibrated = self.start.copy_without_personal();
+        calibrated.set_personal(Some(Personal { gate, network: self.network.copy_without_personal() }));
+        self.calibrated = Some(calibrated);
         self.report = Some(CalibrationReport {
             fitted: self.fitted,
             held_out: self.held_out,
-            held_out_accuracy: pair(held_out_before, held_out_after),
-            reference_accuracy: pair(check_before, check_after),
+            held_out_accuracy,
+            reference_accuracy,
             final_loss: self.final_loss,
+            held_out_read_personally,
+            reference_faces,
+            verdict,
         });
     }
 }
 
-/// The current classifier's evaluation of a set's cached features; `None` for an empty set.
-fn score(head: &mut Network, set: &FeatureSet) -> Option<Evaluation> {
+/// Whether the calibrated model replaces the current one: it must read the held-out captures
+/// better by more than chance, and may read only a few of the reference faces differently.
+fn judge(before: &[Prediction], after: &[Prediction], reference: &ReferenceFaces, check: Option<&BeforeAfter>) -> Verdict {
+    let percent = |share: f32| format!("{:.1}%", share * 100.0);
+    let reject = |reason: String| Verdict { accepted: false, reason };
+    if before.is_empty() {
+        return reject("no held-out captures to check the calibration on: capture at least two of each expression".into());
+    }
+    let wins = before.iter().zip(after).filter(|(b, a)| !b.is_right() && a.is_right()).count();
+    let losses = before.iter().zip(after).filter(|(b, a)| b.is_right() && !a.is_right()).count();
+    let (right_before, right_after) = (before.iter().filter(|p| p.is_right()).count(), after.iter().filter(|p| p.is_right()).count());
+    let scores = format!("{} → {} of {} held-out captures", right_before, right_after, before.len());
+    let margin = GAIN_Z * ((wins + losses) as f32).sqrt();
+    if wins <= losses || ((wins - losses) as f32) < margin {
+        return reject(format!(
+            "calibrating does not read the held-out captures reliably better ({scores}: {wins} gained, {losses} lost); \
+             the current model is kept"
+        ));
+    }
+    if reference.read_personally > MOST_REFERENCE_FACES_READ_PERSONALLY {
+        return reject(format!(
+            "the captures look too much like ordinary faces: the calibrated weights would read {} of the reference faces, \
+             more than {}; the current model is kept",
+            percent(reference.read_personally),
+            percent(MOST_REFERENCE_FACES_READ_PERSONALLY)
+        ));
+    }
+    if let Some(check) = check {
+        if check.after.accuracy < check.before.accuracy - MOST_CHECK_ACCURACY_LOST {
+            return reject(format!(
+                "calibrating costs too much on the FER2013 check faces ({} → {}); the current model is kept",
+                percent(check.before.accuracy),
+                percent(check.after.accuracy)
+            ));
+        }
+    }
+    Verdict {
+        accepted: true,
+        reason: format!(
+            "{scores} ({wins} gained, {losses} lost); {} of the reference faces read by the calibrated weights",
+            percent(reference.read_personally)
+        ),
+    }
+}
+
+fn before_after(before: &[Prediction], after: &[Prediction]) -> Option<BeforeAfter> {
+    let evaluate = |predictions: &[Prediction]| {
+        let mut tally = EvaluationTally::default();
+        for p in predictions {
+            tally.add([p.label], ndarray::ArrayView2::from_shape((1, NUM_CLASSES), &p.probabilities[..]).expect("one row"));
+        }
+        tally.finish()
+    };
+    (!before.is_empty()).then(|| BeforeAfter { before: evaluate(before), after: evaluate(after) })
+}
+
+/// A face's appearance statistics (`engine::personal`), as the network would read it.
+fn face_appearance(face: &[u8]) -> [f32; APPEARANCE_STATISTICS] {
+    let mut input = vec![0.0f32; FACE_PIXELS];
+    face_to_input(face, &mut input);
+    appearance_statistics(&input)
+}
+
+/// The appearance statistics of FER2013 Training faces, shipped with the library: the gate
+/// learns ordinary faces from them, and they measure what a calibration risks on such faces.
+/// Written by `cargo run --release --example reference_appearance` (f16, one face after another).
+pub fn reference_appearance() -> Vec<[f32; APPEARANCE_STATISTICS]> {
+    REFERENCE_APPEARANCE
+        .chunks_exact(2 * APPEARANCE_STATISTICS)
+        .map(|face| {
+            let mut statistics = [0.0; APPEARANCE_STATISTICS];
+            for (s, b) in statistics.iter_mut().zip(face.chunks_exact(2)) {
+                *s = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+            }
+            statistics
+        })
+        .collect()
+}
+
+const REFERENCE_APPEARANCE: &[u8] = include_bytes!("reference_appearance.bin");
+
+/// The current classifier's probabilities for a set's cached features.
+fn predictions(head: &mut Network, set: &FeatureSet) -> Vec<Prediction> {
     if set.len() == 0 {
-        return None;
+        return Vec::new();
     }
     let width = set.values.len() / set.len();
-    let mut tally = EvaluationTally::default();
+    let mut out = Vec::with_capacity(set.len());
     for (values, labels) in set.values.chunks(SCORE_BATCH * width).zip(set.labels.chunks(SCORE_BATCH)) {
         let input = Tensor::from_shape_vec(IxDyn(&[labels.len(), width, 1, 1]), values.to_vec()).expect("whole feature rows");
-        tally.add(labels.iter().copied(), head.predict(input).view());
+        for (&label, p) in labels.iter().zip(head.predict(input).axis_iter(Axis(0))) {
+            let mut probabilities = [0.0; NUM_CLASSES];
+            probabilities.iter_mut().zip(p).for_each(|(v, &q)| *v = q);
+            out.push(Prediction { label, probabilities });
+        }
     }
-    Some(tally.finish())
+    out
 }
 
 /// The metadata of a calibrated model: the starting model's, less what was measured on it (of

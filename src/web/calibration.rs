@@ -77,16 +77,26 @@ impl Calibration {
     }
 
     /// `{ fitted, held_out, held_out_accuracy: { before, after } | null, reference_accuracy,
-    /// final_loss }` once finished (`null` before).
+    /// final_loss, held_out_read_personally, reference_faces: { faces, read_personally },
+    /// verdict: { accepted, reason } }` once finished (`null` before).
     pub fn report(&self) -> Result<JsValue, JsError> {
         to_js(&self.calibration.report())
     }
 
+    /// Whether the calibration finished and its verdict kept the calibrated model.
+    pub fn accepted(&self) -> bool {
+        self.calibration.accepted()
+    }
+
     /// The calibrated model as a `.safetensors` file, in the starting model's precision, with
-    /// the report in its metadata; load it with `Model.fromBytes`.
+    /// the report in its metadata; load it with `Model.fromBytes`. Refused, with the verdict's
+    /// reason, when the calibration did not help (the current model stays).
     pub fn export(&self) -> Result<Vec<u8>, JsError> {
         let report =
             self.calibration.report().ok_or_else(|| JsError::new("the calibration has not finished: call advance() until it says so"))?;
+        if !report.verdict.accepted {
+            return Err(JsError::new(&format!("calibration: {}", report.verdict.reason)));
+        }
         let metadata = calibrated_metadata(self.metadata.clone(), report);
         save_model(self.calibration.network(), self.stored, &metadata).map_err(js_error)
     }

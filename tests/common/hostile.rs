@@ -64,6 +64,12 @@ pub fn hostile_files() -> Vec<(String, Vec<u8>, &'static str)> {
         bytes
     };
     let good = [("layers.1.weight", "F32", &[7usize, 1][..]), ("layers.1.bias", "F32", &[7][..])];
+    let gate = [
+        ("personal.gate.centre", "F32", &[8usize][..]),
+        ("personal.gate.scale", "F32", &[8][..]),
+        ("personal.gate.weight", "F32", &[16][..]),
+        ("personal.gate.bias", "F32", &[1][..]),
+    ];
     let mut files = vec![
         ("empty file".to_string(), Vec::new(), "not a readable safetensors"),
         ("7 bytes".to_string(), seed[..7].to_vec(), "not a readable safetensors"),
@@ -107,6 +113,21 @@ pub fn hostile_files() -> Vec<(String, Vec<u8>, &'static str)> {
         ("an extra tensor".into(), tiny_with(&[good[0], good[1], ("layers.9.weight", "F32", &[1])], 0), "does not use (layers.9.weight)"),
         ("NaN weights".into(), tiny_with(&good, 0xFF), "NaN or infinite"),
         ("an int8 weight without scales".into(), tiny_with(&[("layers.1.weight", "I8", &[7, 1]), good[1]], 1), "has no scales"),
+        (
+            "personal weights without their gate".into(),
+            tiny_with(&[good[0], good[1], ("personal.layers.1.bias", "F32", &[7])], 0),
+            "no gate tensor 'personal.gate.centre'",
+        ),
+        (
+            "a personal tensor the architecture does not use".into(),
+            tiny_with(&[good[0], good[1], ("personal.layers.9.weight", "F32", &[1])], 0),
+            "does not use (personal.layers.9.weight)",
+        ),
+        (
+            "a gate whose scales are zero".into(),
+            tiny_with(&[good[0], good[1], ("personal.layers.1.bias", "F32", &[7]), gate[0], gate[1], gate[2], gate[3]], 0),
+            "'personal.gate.scale' must be positive",
+        ),
     ];
     for eighth in 1..8 {
         files.push((format!("truncated to {eighth}/8"), seed[..seed.len() * eighth / 8].to_vec(), "damaged, truncated"));

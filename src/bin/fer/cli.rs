@@ -637,13 +637,20 @@ fn calibrate_model(args: CalibrateArgs) -> Result<()> {
     let percent = |accuracy: f32| format!("{:.2}%", accuracy * 100.0);
     match &report.held_out_accuracy {
         Some(scores) => println!(
-            "held-out captures ({}): {} before, {} after",
+            "held-out captures ({}): {} before, {} after ({} of them read by the calibrated weights)",
             scores.after.n,
             percent(scores.before.accuracy),
-            percent(scores.after.accuracy)
+            percent(scores.after.accuracy),
+            report.held_out_read_personally.map_or("none".into(), percent)
         ),
         None => println!("no held-out captures: every expression needs two or more captures to score the calibration"),
     }
+    println!(
+        "reference faces ({} ordinary faces shipped with fer): {} read by the calibrated weights, so at most {} points lost on them",
+        report.reference_faces.faces,
+        percent(report.reference_faces.read_personally),
+        format!("{:.1}", report.reference_faces.read_personally * 100.0)
+    );
     if let Some(scores) = &report.reference_accuracy {
         println!(
             "PublicTest ({} faces): {} before, {} after",
@@ -652,6 +659,10 @@ fn calibrate_model(args: CalibrateArgs) -> Result<()> {
             percent(scores.after.accuracy)
         );
     }
+    if !report.verdict.accepted {
+        return Err(FerError::Calibration(format!("{}; nothing written to {}", report.verdict.reason, args.out.display())));
+    }
+    println!("calibrated: {}", report.verdict.reason);
     let metadata = calibrated_metadata(metadata, &report);
     let dtype = if args.precision.half || args.precision.int8 { args.precision.dtype() } else { stored };
     let bytes = save_model(&network, dtype, &metadata)?;
@@ -772,6 +783,9 @@ fn info(model: &str) -> Result<()> {
     }
     println!("parameters: {}", network.parameter_count());
     println!("multiply-adds per face: {}", network.macs());
+    if network.personal().is_some() {
+        println!("calibrated to one person: faces that look like their captures go through the personal weights, the rest through the model's own");
+    }
     let mut keys: Vec<_> = metadata.to_map().into_iter().collect();
     keys.sort();
     for (key, value) in keys {
