@@ -311,6 +311,7 @@ fn an_onnx_graph_loads_with_its_external_data_file() {
     assert!(alone.contains("'dynamo.onnx.data'") && alone.contains("select both files"), "{alone}");
     let other = Model::from_onnx_files(graph, "weights.bin", data).err().map(message_of).unwrap_or_default();
     assert!(other.contains("the file given with it is 'weights.bin'"), "{other}");
+}
 
 #[wasm_bindgen_test]
 fn face_quality_flags_what_a_crop_is_past_and_refuses_a_wrong_size() {
