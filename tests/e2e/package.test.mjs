@@ -100,6 +100,23 @@ test('package: load takes PyTorch 2\'s two-file ONNX export, and says which file
   }
 });
 
+test('package: a calibration that cannot help keeps the current model and says why', async () => {
+  const server = await serve(staticApp, { isolated: false, encodings: [] });
+  try {
+    const result = await inChromium(server.url, 'calibrateNoise');
+    assert.equal(result.accepted, false);
+    assert.equal(result.model, null);
+    assert.match(result.reason, /kept/);
+    assert.ok(result.heldOut && result.heldOut.before >= 0 && result.heldOut.after >= 0);
+    assert.equal(result.referenceFaces.faces > 0, true);
+    assert.ok(result.phases.includes('features'), `progress was reported (${result.phases})`);
+    assert.equal(result.refused.code, 'invalid-argument');
+    assert.match(result.refused.message, /Capture 0: crop is a 48x48 grey crop/);
+  } finally {
+    await server.close();
+  }
+});
+
 test('package: Node gives the browser\'s faces and probabilities for the same pixels', async () => {
   const server = await serve(staticApp, { isolated: false, encodings: [] });
   let browser;

@@ -1,11 +1,11 @@
 // Page entry: start the wasm engine and load the camera's first model (both fetched at once),
 // then hand the shared pieces to each section (camera, training, calibration). Sections never
 // import each other; they share the ModelRegistry, whose 'change' event says which model
-// classifies faces; the calibration listens to the camera section's events and runs in the
-// training worker.
+// classifies faces; the calibration listens to the camera section's events and calibrates
+// through the camera's recognizer.
 //
-// The camera and photos go through the library (www/lib/, what an app installs as `fer-cnn`),
-// by its public entry only. Before the camera's first prediction the page fetches one engine
+// The camera, photos and calibration go through the library (www/lib/, what an app installs
+// as `fer-cnn`), by its public entry only. Before the camera's first prediction the page fetches one engine
 // build, one model and the face detector: the library's worker and the training worker get
 // the engine compiled once (engine.js), the other shipped models are fetched when chosen
 // (models.js), and the training worker starts when the user reaches for the training
@@ -36,10 +36,10 @@ async function main() {
   const registry = new ModelRegistry(fer, document.querySelector('#model-select'), document.querySelector('#model-info'));
   await registry.loadShipped(FIRST_MODEL, { bytes: firstModel });
   const camera = document.querySelector('#camera');
-  await setupCamera({ section: camera, registry, emotions: fer.emotions() });
+  const recognizer = await setupCamera({ section: camera, registry, emotions: fer.emotions() });
   const training = await setupTraining({ fer, registry });
   startWhenApproached(document.querySelector('#data'), training.worker);
-  await setupCalibration({ fer, registry, camera, training });
+  await setupCalibration({ fer, recognizer, registry, camera });
   status.textContent = 'Ready';
   document.body.dataset.ready = 'true';
 }

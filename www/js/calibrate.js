@@ -1,13 +1,15 @@
 // "Calibrate to my face": the page asks for each expression in turn (its name, a hint, a
 // countdown, then a few seconds of capture), keeps the 48x48 crops the camera worker cut from
-// the one face in view, lets the user review them, then fine-tunes the current model to them
-// in the training worker (the library's Calibration: see train-worker.js). The result is the
-// "Calibrated to you" model in the Model menu, kept with its captures in IndexedDB
-// (personal-store.js) until the user deletes both.
+// the one face in view, lets the user review them, then calibrates the current model to them
+// through the library's `calibrate` (www/lib/, in its worker). When that helps, the result is
+// the "Calibrated to you" model in the Model menu, kept with its captures in IndexedDB
+// (personal-store.js) until the user deletes both; when it does not, the page says why and
+// the current model stays.
 //
 // The captures come from the camera section's 'camera-faces' events; the expression being
 // asked for is in #calibrate's data-expression while it is asked (the tests' fake camera
 // reads it, as a person reads the screen).
+import { EXPRESSIONS } from '../lib/index.js';
 import { faceCanvas, facePixels } from './faces.js';
 import { Captures, personalStore } from './personal-store.js';
 
@@ -42,10 +44,10 @@ function show(element, message) {
 class Cancelled extends Error {}
 
 /**
- * Wires up #calibrate. `camera` is the camera section (its events), `training` what
- * setupTraining returns (the training worker and its event hook).
+ * Wires up #calibrate. `camera` is the camera section (its events), `recognizer` the library's
+ * recognizer the camera runs (null when it could not start), `fer` the engine's exports.
  */
-export async function setupCalibration({ fer, registry, camera, training }) {
+export async function setupCalibration({ fer, recognizer, registry, camera }) {
   const emotions = fer.emotions();
   const panel = $('#calibrate');
   const startButton = $('#calibrate-start');
@@ -255,22 +257,25 @@ export async function setupCalibration({ fer, registry, camera, training }) {
 
   fitButton.addEventListener('click', fit);
 
-  training.onEvent('calibrate-progress', ({ phase, done, total, seconds }) => {
-    // Reading the faces (a forward pass per view of each capture) takes about 90% of the time.
+  function showProgress({ phase, done, total }, seconds) {
+    // Reading the faces (a forward pass per view of each capture) takes most of the time.
     const share = phase === 'features' ? 0.9 * (done / total) : 0.9 + 0.1 * (done / total);
     $('#calibrate-fit-bar').value = share;
     $('#calibrate-fit-status').textContent = phase === 'features'
       ? `Reading the faces: ${done.toLocaleString('en')} of ${total.toLocaleString('en')} · ${seconds.toFixed(1)} s`
       : `Fitting: pass ${done} of ${total} · ${seconds.toFixed(1)} s`;
-  });
+  }
 
   async function fit() {
-    // Calibrating again starts from the model the camera used before, not from the
-    // calibrated one (whose fit would be fitted again).
-    const baseId = registry.currentId === PERSONAL_ID ? 'default' : registry.currentId;
-    if (!registry.entries.has(baseId)) await registry.loadShipped(baseId, { select: false }); // fetched when first needed
-    const base = registry.entries.get(baseId);
+    // Calibrating a calibrated model starts again from the weights it was calibrated from, so
+    // the camera's model is the base either way.
+    const baseLabel = registry.currentId === PERSONAL_ID ? (await personalStore.load().catch(() => null))?.baseLabel ?? registry.currentLabel() : registry.currentLabel();
+    if (!recognizer) {
+      show(error, 'The calibration needs the face finder, which could not start: reload the page.');
+      return;
+    }
     const { faces, labels } = captures.toArrays();
+    const list = Array.from(labels, (label, i) => ({ expression: EXPRESSIONS[label], crop: faces.subarray(i * 2304, (i + 1) * 2304) }));
     show(error, '');
     result.textContent = '';
     setStep('fitting');
@@ -280,12 +285,12 @@ export async function setupCalibration({ fer, registry, camera, training }) {
     if (cameraWasOn) $('#camera-stop').click();
     progress.hidden = false;
     $('#calibrate-fit-bar').value = 0;
-    $('#calibrate-fit-status').textContent = `Fine-tuning "${base.label}" to ${captures.total} captures…`;
-    let reply;
+    $('#calibrate-fit-status').textContent = `Calibrating "${baseLabel}" to ${captures.total} captures…`;
+    const started = performance.now();
+    const seconds = () => (performance.now() - started) / 1000;
+    let outcome;
     try {
-      const modelBytes = base.model.toBytes(base.model.storedPrecision());
-      // Copies go to the worker: the captures stay here, for the review and for IndexedDB.
-      reply = await training.worker.request('calibrate', { modelBytes, faces: faces.slice(), labels: labels.slice() }, [modelBytes.buffer]);
+      outcome = await recognizer.calibrate(list, { onProgress: (step) => showProgress(step, seconds()) });
     } catch (failure) {
       progress.hidden = true;
       show(error, `The calibration failed: ${failure.message}. Your captures are kept: try again, or redo the expressions that look wrong.`);
@@ -295,25 +300,35 @@ export async function setupCalibration({ fer, registry, camera, training }) {
       if (cameraWasOn) $('#camera-start').click();
     }
     progress.hidden = true;
-    const { report, bytes, seconds } = reply;
-    registry.add(PERSONAL_ID, PERSONAL_LABEL, fer.Model.fromBytes(bytes));
+    const took = seconds();
+    const { report } = outcome;
+    panel.dataset.accepted = String(outcome.accepted);
+    if (!outcome.accepted) {
+      // Honest about it: the figures, the reason, and the model in use unchanged.
+      showResult({ report, seconds: took, threads: recognizer.threads, baseLabel }, { kept: false, refused: outcome.reason });
+      setStep('idle');
+      return;
+    }
+    registry.add(PERSONAL_ID, PERSONAL_LABEL, fer.Model.fromBytes(outcome.model));
     registry.rememberSelected(PERSONAL_ID);
     let kept = true;
     try {
-      await personalStore.save({ modelBytes: bytes, faces, labels, report, seconds, threads: reply.threads, baseLabel: base.label });
+      await personalStore.save({ modelBytes: outcome.model, faces, labels, report, seconds: took, threads: recognizer.threads, baseLabel });
     } catch {
       kept = false;
     }
     keptCaptures = kept;
-    showResult({ report, seconds, threads: reply.threads, baseLabel: base.label }, { kept });
+    showResult({ report, seconds: took, threads: recognizer.threads, baseLabel }, { kept });
     setStep('idle');
   }
 
-  function showResult({ report, seconds, threads, baseLabel, savedAt }, { kept, inUse = true }) {
+  function showResult({ report, seconds, threads, baseLabel, savedAt }, { kept, inUse = true, refused = null }) {
     const when = savedAt ? `Kept from ${new Date(savedAt).toLocaleString()}: ` : '';
-    const parts = [`${when}"${PERSONAL_LABEL}" fine-tuned from "${baseLabel}" in ${seconds.toFixed(1)} s` +
-      (threads ? ` on ${threads} thread${threads === 1 ? '' : 's'}` : '') +
-      (inUse ? ', and in use.' : '; choose it in the Model menu to use it.')];
+    const onThreads = threads ? ` on ${threads} thread${threads === 1 ? '' : 's'}` : '';
+    const parts = refused
+      ? [`Calibrating "${baseLabel}" did not help (${seconds.toFixed(1)} s${onThreads}), so "${registry.currentLabel()}" stays in use: ${refused}.`]
+      : [`${when}"${PERSONAL_LABEL}" calibrated from "${baseLabel}" in ${seconds.toFixed(1)} s${onThreads}` +
+        (inUse ? ', and in use.' : '; choose it in the Model menu to use it.')];
     const heldOut = report.held_out_accuracy;
     if (heldOut) {
       parts.push(`Your held-out captures (${heldOut.before.n}): ${percent(heldOut.before.accuracy)} right before, ${percent(heldOut.after.accuracy)} after.`);
@@ -321,16 +336,13 @@ export async function setupCalibration({ fer, registry, camera, training }) {
     } else {
       parts.push(`Too few captures to score it: an expression needs ${MIN_CAPTURES_TO_SCORE} or more.`);
     }
-    const reference = report.reference_accuracy;
-    if (reference) {
-      parts.push(`FER2013 PublicTest (${reference.before.n} faces): ${percent(reference.before.accuracy)} before, ${percent(reference.after.accuracy)} after.`);
-      Object.assign(panel.dataset, { referenceBefore: reference.before.accuracy, referenceAfter: reference.after.accuracy });
-    } else {
-      parts.push('Load FER2013 below to see what it costs on other people’s faces.');
-      delete panel.dataset.referenceBefore;
-      delete panel.dataset.referenceAfter;
-    }
-    if (!kept) parts.push('This browser does not let the page store it: download it (Keep the model) to keep it.');
+    // What it can cost on other people's faces: the share of the reference faces shipped with
+    // the library that the personal weights would read (every other face reads as before).
+    const { faces: referenceFaces, read_personally: readPersonally } = report.reference_faces;
+    parts.push(`Other people’s faces (${referenceFaces} reference faces): ${percent(readPersonally)} would be read by your calibration, ` +
+      `so it can cost at most ${percent(readPersonally)} there; every other face is read as before.`);
+    Object.assign(panel.dataset, { referenceFaces, referenceReadPersonally: readPersonally });
+    if (!kept && !refused) parts.push('This browser does not let the page store it: download it (Keep the model) to keep it.');
     result.textContent = parts.join(' ');
     panel.dataset.seconds = seconds.toFixed(2);
   }

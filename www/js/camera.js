@@ -108,17 +108,19 @@ class FaceCard {
 
 /**
  * Fills `section` and runs it. `registry` is the ModelRegistry whose current model classifies
- * the faces (the library's worker holds a copy of it).
+ * the faces (the library's worker holds a copy of it). Resolves to the library's recognizer
+ * (calibration uses it too), or null when the camera could not start.
  */
 export async function setupCamera({ section, registry, emotions }) {
   try {
-    await runCamera({ section, registry, emotions });
+    return await runCamera({ section, registry, emotions });
   } catch (error) {
     // The rest of the page keeps working without the camera.
     section.dataset.state = 'unavailable';
     const status = section.querySelector('#camera-status');
     status.textContent = `The face finder could not start: ${error.message ?? error}`;
     status.classList.add('error');
+    return null;
   }
 }
 
@@ -423,4 +425,5 @@ async function runCamera({ section, registry, emotions }) {
   startButton.disabled = false;
   photoButton.disabled = false;
   setState('off');
+  return fer;
 }

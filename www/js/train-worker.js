@@ -4,9 +4,9 @@
 // Requests (worker-rpc.js): load {file} → the parse report; sample-faces {perClass} → faces;
 // train {preset, config, limit, tta} → how the run ended (after the whole run); pause, resume,
 // stop; inspect {row}; inspect-model {bytes, label}; export {precision} → the finished run's
-// model file; calibrate {modelBytes, faces, labels} → the model calibrated to the user's
-// captures (see calibrateModel). Events: load-progress, train-started, train-progress,
-// train-status, epoch, paused, resumed, inside, calibrate-progress. The run is the library's
+// model file. Events: load-progress, train-started, train-progress, train-status, epoch,
+// paused, resumed, inside. (Calibration to one person runs in the fer-cnn library's worker.)
+// The run is the library's
 // (`Training`): this loop only times its slices and posts what they return. It yields to the
 // event loop between slices so that pause, stop and inspect requests are handled within a slice.
 //
@@ -20,12 +20,6 @@ import { emit, serve } from './worker-rpc.js';
 const SLICE_MS = 200;
 const LOAD_PROGRESS_INTERVAL_MS = 100;
 const PREVIEW_FACES = 24;
-// With FER2013 loaded, a calibration also fits this many of its Training rows (so the model
-// does not forget other people's faces) and scores this many PublicTest rows before and
-// after: few enough that the whole calibration stays within 30 s on a 2-core laptop
-// (docs/calibration.md has the times).
-const CALIBRATION_REPLAY_ROWS = 250;
-const CALIBRATION_CHECK_ROWS = 250;
 const GZIP_MAGIC = [0x1f, 0x8b];
 
 const messageOf = (error) => error?.message ?? String(error);
@@ -36,7 +30,6 @@ let threads = 1;
 let data = null; // FaceDataset
 let samplesDrawn = 0; // seeds the faces shown for browsing
 let run = null; // the training run in progress
-let calibrating = false; // a calibration in progress (it and a training run share nextTask)
 let finished = null; // the last run that ended, kept for its exports until the next one
 const inspected = { row: null, model: null, label: '' }; // what "Look inside" shows when not training
 
@@ -75,7 +68,6 @@ function freeData() {
 const handlers = {
   async load({ file }) {
     if (run) throw new Error('Stop the training before loading another file.');
-    if (calibrating) throw new Error('Wait for the calibration to finish before loading another file.');
     freeData();
     inspected.row = null;
     const started = performance.now();
@@ -125,7 +117,6 @@ const handlers = {
   async train({ preset, config, limit, tta }) {
     if (!data) throw new Error('Load the FER2013 file first.');
     if (run) throw new Error('A training run is already going: stop it first.');
-    if (calibrating) throw new Error('A calibration is running: train once it has finished.');
     finished?.free();
     finished = null;
     const training = new fer.Training(fer.Model.fromPreset(preset, BigInt(config.seed)), data, config, limit, tta);
@@ -147,17 +138,6 @@ const handlers = {
     if (!finished) throw new Error('No model trained in this tab to export: train one first.');
     const bytes = finished.export(data, precision);
     return { bytes, transfer: [bytes.buffer] };
-  },
-
-  async calibrate({ modelBytes, faces, labels }) {
-    if (run) throw new Error('A training run is going: stop it (or let it finish), then calibrate.');
-    if (calibrating) throw new Error('A calibration is already running.');
-    calibrating = true;
-    try {
-      return await calibrateModel(fer.Model.fromBytes(modelBytes), faces, labels);
-    } finally {
-      calibrating = false;
-    }
   },
 
   pause() {
@@ -334,32 +314,4 @@ async function trainLoop(run, preset, config) {
     transfer: modelBytes ? [modelBytes.buffer] : [],
   };
 }
-/**
- * Calibrates `model` (consumed) to the captures, with the loaded FER2013 rows as reference
- * when there are both Training and PublicTest rows; posts `calibrate-progress` between the
- * library's slices. Resolves to `{ report, bytes (the calibrated .safetensors), seconds,
- * reference: { replayRows, checkRows } | null }`.
- */
-async function calibrateModel(model, faces, labels) {
-  const started = performance.now();
-  const withReference = data && data.rows('Training').length > 0 && data.rows('PublicTest').length > 0;
-  const calibration = withReference
-    ? fer.Calibration.withReference(model, faces, labels, undefined, data, CALIBRATION_REPLAY_ROWS, CALIBRATION_CHECK_ROWS)
-    : new fer.Calibration(model, faces, labels, undefined);
-  try {
-    for (;;) {
-      const progress = calibration.advance();
-      if (progress.phase === 'finished') break;
-      emit('calibrate-progress', { ...progress, seconds: secondsSince(started) });
-      await nextTask();
-    }
-    const report = withF32Decimals(calibration.report());
-    const bytes = calibration.export();
-    const reference = withReference ? { replayRows: CALIBRATION_REPLAY_ROWS, checkRows: CALIBRATION_CHECK_ROWS } : null;
-    return { report, bytes, seconds: secondsSince(started), threads, reference, transfer: [bytes.buffer] };
-  } finally {
-    calibration.free();
-  }
-}
-
 serve(handlers, ready);

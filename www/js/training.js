@@ -49,8 +49,7 @@ export async function setupTraining({ fer, registry }) {
   page.isTraining = () => ['running', 'paused', 'stopping'].includes(page.trainState);
   Object.assign(handlers, dataSection(page), browseSection(page), trainSection(page), insideSection(page));
   await keepSection(page);
-  // The calibration (calibrate.js) runs in this worker too, where the loaded FER2013 file is.
-  return { worker, onEvent: (name, handler) => { handlers[name] = handler; } };
+  return { worker };
 }
 
 function dataSection(page) {

@@ -38,3 +38,37 @@ export function cropBytes(crops48) {
   }
   return bytes;
 }
+
+/**
+ * Captures for a calibration, `[{ expression, crop }]` (a face from `track` with the
+ * expression the person was asked for will do), as `{ faces, labels }` for the engine.
+ */
+export function captureBytes(captures) {
+  if (!Array.isArray(captures) || captures.length === 0) {
+    throw new FerError('invalid-argument', 'calibrate takes an array of captures, [{ expression, crop }], a few seconds of each expression.');
+  }
+  const faces = new Uint8Array(captures.length * 2304);
+  const labels = new Uint8Array(captures.length);
+  captures.forEach(({ expression, crop } = {}, i) => {
+    const label = EXPRESSIONS.indexOf(expression);
+    if (label < 0) throw new FerError('invalid-argument', `Capture ${i}: expression is one of ${EXPRESSIONS.join(', ')}; got ${expression}.`);
+    const bytes = bytesOf(crop);
+    if (!bytes || bytes.length !== 2304) throw new FerError('invalid-argument', `Capture ${i}: crop is a 48x48 grey crop (2304 bytes), such as a tracked face's \`crop\`.`);
+    faces.set(bytes, i * 2304);
+    labels[i] = label;
+  });
+  return { faces, labels };
+}
+
+/** What a calibration gives the caller: its verdict, the new model's bytes and the figures. */
+export function calibrationResult({ report, bytes }) {
+  const accuracy = (pair) => pair && { before: pair.before.accuracy, after: pair.after.accuracy };
+  return {
+    accepted: report.verdict.accepted,
+    reason: report.verdict.reason,
+    model: bytes ? new Uint8Array(bytes) : null,
+    heldOut: accuracy(report.held_out_accuracy),
+    referenceFaces: { faces: report.reference_faces.faces, readPersonally: report.reference_faces.read_personally },
+    report,
+  };
+}

@@ -154,6 +154,37 @@ export interface TrackOptions {
   onError?: (error: FerError) => void;
 }
 
+/** One capture for a calibration: a 48x48 grey crop and the expression the person was asked to make. */
+export interface Capture {
+  expression: Expression;
+  crop: Uint8Array | Uint8ClampedArray;
+}
+
+export interface CalibrationProgress {
+  phase: 'features' | 'fitting';
+  done: number;
+  total: number;
+}
+
+export interface CalibrationResult {
+  /** Whether the personal model helps; when false, `model` is null and the current model should stay. */
+  accepted: boolean;
+  /** Why it was accepted or refused, in a sentence to show the person. */
+  reason: string;
+  /** The personal model's file (.safetensors): pass it to `setModel` or `load`, keep it. */
+  model: Uint8Array | null;
+  /** Accuracy on the held-out captures (the last quarter of each expression's), before and after; null with too few captures. */
+  heldOut: { before: number; after: number } | null;
+  /** Reference faces shipped with the library, and the share the personal weights would read: the most the model can lose on ordinary faces. */
+  referenceFaces: { faces: number; readPersonally: number };
+  /** The engine's full report. */
+  report: Record<string, unknown>;
+}
+
+export interface CalibrateOptions {
+  onProgress?: (progress: CalibrationProgress) => void;
+}
+
 export interface FerEventMap {
   restart: CustomEvent<{ error: FerError; restarts: number }>;
   failed: CustomEvent<{ error: FerError }>;
@@ -170,6 +201,8 @@ export interface Fer extends EventTarget {
   track(video: HTMLVideoElement, onFaces: (faces: Face[], frame: FrameInfo) => void, options?: TrackOptions): () => void;
   /** Probabilities for 48x48 grey crops (n × 2304 bytes): n × 7 numbers in EXPRESSIONS' order. */
   classify(crops48: Uint8Array | Uint8ClampedArray): Promise<Float32Array>;
+  /** Calibrates the current model to one person's captures; the current model is not changed. */
+  calibrate(captures: Capture[], options?: CalibrateOptions): Promise<CalibrationResult>;
   setModel(model: ModelSource): Promise<ModelInfo>;
   setMirror(on: boolean): Promise<void>;
   dispose(): void;

@@ -8,7 +8,7 @@
 // Every call that touches wasm runs in one Web Worker (worker.js), so the page never waits on
 // the network; the page side here turns sources into frames, keeps the model's bytes to
 // restart a crashed worker with, and runs the video loop. docs/api.md is the reference.
-import { EXPRESSIONS, FerError, bytesOf, cropBytes, messageOf } from './common.js';
+import { EXPRESSIONS, FerError, bytesOf, calibrationResult, captureBytes, cropBytes, messageOf } from './common.js';
 import { BUILDS, assetUrls, buildFor, compiledEngine, fetchAsset, threadsFor } from './engine.js';
 import { MAX_PHOTO_SIDE, frameOf, videoFrameOf } from './sources.js';
 
@@ -52,6 +52,10 @@ class WorkerConnection {
     this.worker.onmessage = ({ data }) => {
       const waiting = this.pending.get(data.id);
       if (!waiting) return;
+      if (data.progress) {
+        waiting.onProgress?.(data.progress);
+        return;
+      }
       this.pending.delete(data.id);
       if (data.ok) waiting.resolve(data.result);
       else waiting.reject(new FerError(data.code, data.message));
@@ -62,11 +66,11 @@ class WorkerConnection {
     };
   }
 
-  request(type, message = {}, transfer = []) {
+  request(type, message = {}, transfer = [], onProgress = null) {
     if (this.crashed) return Promise.reject(this.crashed);
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
+      this.pending.set(id, { resolve, reject, onProgress });
       this.worker.postMessage({ id, type, ...message }, transfer);
     });
   }
@@ -225,10 +229,10 @@ class Fer extends EventTarget {
     );
   }
 
-  async #request(type, message, transfer) {
+  async #request(type, message, transfer, onProgress) {
     if (this.#disposed) throw this.#disposed;
     const connection = await this.#ready;
-    return connection.request(type, message, transfer);
+    return connection.request(type, message, transfer, onProgress);
   }
 
   /** Sends one frame of `source`; resolves to `{ faces, timings, width, height }`. */
@@ -316,6 +320,21 @@ class Fer extends EventTarget {
     const crops = cropBytes(crops48).slice();
     const { probabilities } = await this.#request('classify', { crops }, [crops.buffer]);
     return probabilities;
+  }
+
+  /**
+   * Calibrates the current model to one person: `captures` are `[{ expression, crop }]`, a
+   * few seconds of each expression in the order they were taken (a face from `track` with
+   * the expression the person was asked for will do). The last quarter of each expression's
+   * captures is held out to score the result. Resolves to `{ accepted, reason, model, heldOut:
+   * { before, after }, referenceFaces: { faces, readPersonally }, report }`: `model` is the
+   * personal model's file (load it with `setModel` or `load`), or null when calibrating did
+   * not help, and `reason` says why either way. The current model is not changed.
+   * `onProgress({ phase, done, total })` hears how far it is.
+   */
+  async calibrate(captures, { onProgress = null } = {}) {
+    const { faces, labels } = captureBytes(captures);
+    return calibrationResult(await this.#request('calibrate', { faces, labels }, [faces.buffer, labels.buffer], onProgress));
   }
 
   /** Makes `model` (as `load`'s option) current; resolves to its description (`fer.model`). */

@@ -1,8 +1,8 @@
 // Type declarations for fer-cnn's Node entry (node.js). docs/api.md is the reference.
-import type { Face, ImageDataLike, ModelInfo } from './index.js';
+import type { CalibrateOptions, CalibrationResult, Capture, Face, ImageDataLike, ModelInfo } from './index.js';
 
 export { EXPRESSIONS, FerError } from './index.js';
-export type { Box, Expression, Face, FaceQuality, FerErrorCode, ImageDataLike, ModelInfo, Probabilities } from './index.js';
+export type { Box, CalibrationResult, Capture, Expression, Face, FaceQuality, FerErrorCode, ImageDataLike, ModelInfo, Probabilities } from './index.js';
 
 export interface NodeLoadOptions {
   /** 'default', 'fast', a file path or URL, or a model file's bytes. Default 'default'. */
@@ -17,6 +17,7 @@ export interface NodeFer {
   /** The faces in RGBA pixels, largest first. */
   detect(source: ImageDataLike): Promise<Face[]>;
   classify(crops48: Uint8Array | Uint8ClampedArray): Promise<Float32Array>;
+  calibrate(captures: Capture[], options?: CalibrateOptions): Promise<CalibrationResult>;
   setModel(model: NodeLoadOptions['model']): Promise<ModelInfo>;
   setMirror(on: boolean): Promise<void>;
   dispose(): void;

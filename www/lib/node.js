@@ -6,7 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import * as engine from '../pkg/fer_cnn.js';
-import { EXPRESSIONS, FerError, bytesOf, messageOf } from './common.js';
+import { EXPRESSIONS, FerError, bytesOf, calibrationResult, captureBytes, messageOf } from './common.js';
 import { Recognizer } from './recognizer.js';
 import { checkedPixels, isPixels } from './sources.js';
 
@@ -107,6 +107,12 @@ class NodeFer {
   /** Probabilities for 48x48 grey crops (n × 2304 bytes): a Float32Array of n × 7. */
   async classify(crops48) {
     return this.#live().classify(crops48);
+  }
+
+  /** As in the browser: calibrates the current model to `captures`, `[{ expression, crop }]`. */
+  async calibrate(captures, { onProgress = null } = {}) {
+    const { faces, labels } = captureBytes(captures);
+    return calibrationResult(this.#live().calibrate(faces, labels, onProgress ?? undefined));
   }
 
   async setModel(model) {

@@ -69,15 +69,8 @@ export class Recognizer {
    * with its external weights, `{ bytes, externalData: { name, bytes } }`. Resolves to what
    * `Fer.model` describes.
    */
-  setModel({ bytes, externalData = null }) {
-    let next;
-    try {
-      next = externalData
-        ? this.engine.Model.fromOnnxFiles(bytes, externalData.name, externalData.bytes)
-        : this.engine.Model.fromBytes(bytes);
-    } catch (error) {
-      throw new FerError('model-invalid', `The model does not load: ${messageOf(error)}`);
-    }
+  setModel(files) {
+    const next = this.modelFrom(files);
     const { spec, parameters, macs, metadata } = next.describe();
     const [channels, height, width] = spec.input;
     if (channels !== 1 || height !== 48 || width !== 48 || spec.classes !== EXPRESSIONS.length) {
@@ -89,6 +82,7 @@ export class Recognizer {
     next.setInt8Inference(precision === 'int8');
     this.model?.free();
     this.model = next;
+    this.files = files;
     this.modelInfo = {
       name: spec.name,
       parameters,
@@ -100,6 +94,44 @@ export class Recognizer {
       publicTestAccuracy: metadata.publictest_accuracy ?? null,
     };
     return this.modelInfo;
+  }
+
+  /** A wasm Model from `{ bytes, externalData }`. */
+  modelFrom({ bytes, externalData = null }) {
+    try {
+      return externalData
+        ? this.engine.Model.fromOnnxFiles(bytes, externalData.name, externalData.bytes)
+        : this.engine.Model.fromBytes(bytes);
+    } catch (error) {
+      throw new FerError('model-invalid', `The model does not load: ${messageOf(error)}`);
+    }
+  }
+
+  /**
+   * Calibrates the current model to one person's captures (`faces`: 48x48 crops end to end,
+   * `labels`: an expression index each, in capture order), calling `onProgress({ phase, done,
+   * total })` between slices of work. Returns `{ report, bytes }`: the library's report and
+   * the calibrated model's file, or null bytes when the calibration did not help (the report
+   * says why).
+   */
+  calibrate(faces, labels, onProgress = () => {}) {
+    let calibration;
+    try {
+      calibration = new this.engine.Calibration(this.modelFrom(this.files), faces, labels, undefined);
+    } catch (error) {
+      throw new FerError('invalid-argument', `The captures cannot be calibrated on: ${messageOf(error)}`);
+    }
+    try {
+      for (;;) {
+        const progress = calibration.advance();
+        if (progress.phase === 'finished') break;
+        onProgress(progress);
+      }
+      const report = calibration.report();
+      return { report, bytes: calibration.accepted() ? calibration.export() : null };
+    } finally {
+      calibration.free();
+    }
   }
 
   /** Classify each face with its mirror image too (twice the classify time), or not. */

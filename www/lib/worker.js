@@ -92,6 +92,11 @@ export function serveRecognizer(engine) {
       return { faces, timings, transfer: faces.map((face) => face.crop.buffer) };
     },
 
+    calibrate({ faces, labels }, id) {
+      const { report, bytes } = recognizer.calibrate(faces, labels, (progress) => self.postMessage({ id, progress }));
+      return { report, bytes, transfer: bytes ? [bytes.buffer] : [] };
+    },
+
     classify({ crops }) {
       const probabilities = recognizer.classify(crops);
       return { probabilities, transfer: [probabilities.buffer] };
@@ -104,7 +109,7 @@ export function serveRecognizer(engine) {
       const handler = handlers[type];
       if (!handler) throw new FerError('invalid-argument', `unknown request '${type}'`);
       if (type !== 'start' && !recognizer) throw new FerError('engine-unavailable', 'The engine has not started.');
-      const { transfer = [], ...result } = await handler(message);
+      const { transfer = [], ...result } = await handler(message, id);
       self.postMessage({ id, ok: true, result }, transfer);
     } catch (error) {
       if (error instanceof WebAssembly.RuntimeError) {

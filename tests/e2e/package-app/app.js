@@ -113,3 +113,25 @@ window.loadPyTorchExport = async () => {
   fer.dispose();
   return { alone, maxDifference, model };
 };
+
+/**
+ * Calibrations that cannot help: the photo's face with noise, labelled with expressions at
+ * random, so no fit reads the held-out captures better. The current model must stay, with a
+ * reason; a capture without a crop is refused with its index.
+ */
+window.calibrateNoise = async () => {
+  await photo().decode();
+  const fer = await load({ model: 'fast' });
+  const [face] = await fer.detect(photo());
+  let seed = 7;
+  const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+  const captures = Array.from({ length: 56 }, () => ({
+    expression: EXPRESSIONS[Math.floor(random() * 7)],
+    crop: face.crop.map((grey) => Math.max(0, Math.min(255, grey + Math.round(24 * (random() - 0.5))))),
+  }));
+  const phases = new Set();
+  const result = await fer.calibrate(captures, { onProgress: ({ phase }) => phases.add(phase) });
+  const refused = await fer.calibrate([{ expression: 'happy' }]).then(() => null, (error) => ({ code: error.code, message: error.message }));
+  fer.dispose();
+  return { accepted: result.accepted, reason: result.reason, model: result.model, heldOut: result.heldOut, referenceFaces: result.referenceFaces, phases: [...phases], refused };
+};
