@@ -3,12 +3,12 @@
 //
 //   node tests/e2e/bench-calibration.mjs [--browser chromium|firefox|both] [--rounds 3] [--csv FILE]
 //
-// The fine-tune the training worker runs after the captures, timed in a module worker of a
-// page served as ./build.sh serves it: the default model, default options, 7 expressions × 22
+// The calibration the library's `calibrate` runs after the captures, timed in a module worker
+// of a page served as ./build.sh serves it: the default model, default options, 7 expressions × 22
 // captures (a realistic 3 s of each at up to 8 crops/s: crops of the test scene's faces, each
 // expression lit its own way, jittered and noisy; the time does not depend on what they show),
-// (a) without FER2013 and (b) with it: `Calibration.withReference` with the page's 250 replay
-// and 250 check rows, from --csv FILE (FER2013's CSV, .gz or not) or from a synthetic
+// (a) without FER2013, as the library and the page calibrate, and (b) with it:
+// `Calibration.withReference` with 250 replay and 250 check rows, from --csv FILE (FER2013's CSV, .gz or not) or from a synthetic
 // FER2013-format CSV of 1,000 rows, loaded through DatasetLoader as the page loads a file.
 // Each browser runs it with the multi-threaded build on a pool of one thread per core (the page
 // when cross-origin isolated) and with the single-threaded build (the page on a plain static
@@ -24,7 +24,7 @@ import { readScene } from './face-scene.mjs';
 
 const EXPRESSIONS = 7;
 const CAPTURES_PER_EXPRESSION = 22;
-const REPLAY_ROWS = 250; // CALIBRATION_REPLAY_ROWS and CALIBRATION_CHECK_ROWS in www/js/train-worker.js
+const REPLAY_ROWS = 250;
 const CHECK_ROWS = 250;
 const SIDE = 48;
 
