@@ -331,7 +331,9 @@ fn the_gate_sends_shifted_faces_to_the_personal_weights_and_ordinary_faces_to_th
     assert!(shifted >= 0.9 && plain <= 0.05, "{shifted} {plain}");
 
     // The file keeps the branch: the loaded model reads faces as the calibrated one does.
-    let bytes = save_model(&calibrated, fer_cnn::models::StoredDtype::F32, &calibrated_metadata(Default::default(), &report)).unwrap();
+    let fast_metadata =
+        load_model(&std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/www/models/fast.safetensors")).unwrap()).unwrap().metadata;
+    let bytes = save_model(&calibrated, fer_cnn::models::StoredDtype::F32, &calibrated_metadata(fast_metadata, &report)).unwrap();
     let mut loaded = load_model(&bytes).unwrap().network;
     assert!(loaded.personal().is_some());
     let mut calibrated = calibrated;

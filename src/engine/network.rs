@@ -135,12 +135,13 @@ impl Network {
         });
     }
 
-    /// A copy of the model's own layers and tensors, without a personal branch.
+    /// A copy of the model's own layers, tensors and temperature, without a personal branch.
     pub fn copy_without_personal(&self) -> Network {
         let mut copy = Network::new(self.spec.clone(), 0).expect("the same spec builds again");
         for ((_, target), (_, source)) in copy.named_tensors_mut().into_iter().zip(self.named_tensors()) {
             target.clone_from(source);
         }
+        copy.temperature = self.temperature;
         copy
     }
 

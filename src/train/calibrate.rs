@@ -309,15 +309,8 @@ impl Calibration {
     /// Prepares to calibrate `network` on `captures` (every row a capture labelled with its
     /// expression, in capture order; usages are ignored), with FER2013 rows to keep and to
     /// score when given.
-    pub fn new(
-        mut network: Network,
-        captures: &Dataset,
-        reference: Option<ReferenceRows>,
-        config: CalibrationConfig,
-    ) -> Result<Calibration> {
+    pub fn new(network: Network, captures: &Dataset, reference: Option<ReferenceRows>, config: CalibrationConfig) -> Result<Calibration> {
         config.validate()?;
-        // The model's temperature was fitted to the classifier this re-fits.
-        network.set_temperature(1.0)?;
         if captures.is_empty() {
             return Err(FerError::Data("there are no captures to calibrate on: capture a few seconds of each expression first".into()));
         }
@@ -646,7 +639,10 @@ impl Calibration {
         let classifier_layers = self.network.spec().layers.len() - self.head_start;
         copy_layers(&self.head, 1, &mut self.network, self.head_start, classifier_layers);
         let mut calibrated = self.start.copy_without_personal();
-        calibrated.set_personal(Some(Personal { gate, network: self.network.copy_without_personal() }));
+        // The personal classifier was fitted anew: the model's temperature is not its own.
+        let mut personal = self.network.copy_without_personal();
+        personal.set_temperature(1.0).expect("1 is a temperature");
+        calibrated.set_personal(Some(Personal { gate, network: personal }));
         self.calibrated = Some(calibrated);
         self.report = Some(CalibrationReport {
             fitted: self.fitted,
@@ -760,10 +756,14 @@ fn predictions(head: &mut Network, set: &FeatureSet) -> Vec<Prediction> {
     out
 }
 
-/// The metadata of a calibrated model: the starting model's, less what was measured on it (of
-/// other weights), with the calibration's report under `calibration`.
+/// The metadata of a calibrated model: the starting model's, less the accuracies measured on
+/// it, with the calibration's report under `calibration`. The temperature and the uncertain
+/// threshold stay: they belong to the model's own weights, which the calibration leaves as
+/// they are (it adds a personal branch beside them).
 pub fn calibrated_metadata(mut metadata: ModelMetadata, report: &CalibrationReport) -> ModelMetadata {
+    let (temperature, uncertain_below) = (metadata.temperature, metadata.uncertain_below);
     metadata.forget_measurements();
+    (metadata.temperature, metadata.uncertain_below) = (temperature, uncertain_below);
     let report = serde_json::to_string(report).expect("a report serialises");
     metadata.other.insert("calibration".into(), report);
     metadata
