@@ -795,21 +795,6 @@ fn face_free_photos_have_no_faces_as_video_or_as_photo() {
 /// side: centre x, centre y, side (from the detector's boxes on the 512 px original).
 const ASTRONAUT_FACE: (f32, f32, f32) = (0.43, 0.25, 0.21);
 
-/// A square window `per_box` times the box's larger side around it, moved inside the frame, as
-/// `FaceFinder` searches.
-fn window_around(rect: &Rect, per_box: f32, frame: &Frame) -> Rect {
-    let side = rect.width.max(rect.height).max(1.0) * per_box;
-    let (cx, cy) = rect.centre();
-    let place = |centre: f32, frame_side: f32| {
-        if side <= frame_side {
-            (centre - side / 2.0).clamp(0.0, frame_side - side)
-        } else {
-            (frame_side - side) / 2.0
-        }
-    };
-    Rect::new(place(cx, frame.width() as f32), place(cy, frame.height() as f32), side, side)
-}
-
 /// A frame to measure, and where its face is (centre x, centre y, side), if it has one.
 struct Case {
     picture: Picture,
@@ -838,7 +823,9 @@ fn measure(detector: &mut TinyFaceDetector, case: &Case, whole: DetectorOptions)
                 .iter()
                 .map(|&(per_box, input_size)| {
                     let options = DetectorOptions { input_size, min_score: 0.1 };
-                    detector.detect_in(&frame, window_around(&d.rect, per_box, &frame), &options, &mut in_window).unwrap();
+                    detector
+                        .detect_in(&frame, fer_cnn::face::finder::window_around(&d.rect, per_box, &frame), &options, &mut in_window)
+                        .unwrap();
                     let (cx, cy) = d.rect.centre();
                     let near = |r: &Rect| {
                         let (x, y) = r.centre();

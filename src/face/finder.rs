@@ -174,7 +174,7 @@ fn confirm_new_faces(
 
 /// A square `side_per_box` times the box's larger side, centred on the box and moved inside
 /// the frame along each axis where it fits (else centred on the frame along that axis).
-fn window_around(rect: &Rect, side_per_box: f32, frame: &Frame) -> Rect {
+pub fn window_around(rect: &Rect, side_per_box: f32, frame: &Frame) -> Rect {
     let side = rect.width.max(rect.height).max(1.0) * side_per_box;
     let (cx, cy) = rect.centre();
     let place = |centre: f32, frame_side: f32| {
