@@ -1,7 +1,7 @@
 // "Calibrate to my face", end to end in headless Chromium, with a camera the test controls
 // (fake-face-camera.mjs): one face that poses whichever expression the page asks for, under a
 // shift in appearance FER2013's faces do not have. The page captures the seven expressions,
-// the review deletes, redoes and skips, the library's `calibrate` calibrates the default model,
+// the review deletes, redoes and skips, the library's `calibrate` calibrates the camera's model,
 // and the held-out captures must be read better after than before, with at most 5% of the
 // library's reference faces read by the personal weights; the camera then classifies with
 // "Calibrated to you", which survives a reload, downloads like any model, is replaced by
