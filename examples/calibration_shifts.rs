@@ -6,7 +6,6 @@
 //!     cargo run --release --example calibration_shifts -- ../shared/fer2013/fer2013-train-publictest.csv.gz www/models/fast.safetensors [PER_CLASS=30] [FRESH_PER_CLASS=40] [gate|nogate|both]
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::time::Instant;

@@ -5,7 +5,6 @@
 //!     cargo run --release --example shifted_person -- ../shared/fer2013/fer2013-train-publictest.csv.gz /tmp/person.csv 32
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use common::{shift::shifted_face, Lcg};

@@ -99,7 +99,7 @@ impl Shift {
         let contrast = uniform(0.45, 0.9);
         let brightness = if uniform(0.0, 1.0) < 0.5 { uniform(60.0, 95.0) } else { uniform(150.0, 175.0) };
         let light_strength = uniform(0.15, 0.45);
-        let light_angle = uniform(-3.14, 3.14);
+        let light_angle = uniform(-std::f32::consts::PI, std::f32::consts::PI);
         let vignette = uniform(0.0, 0.4);
         let noise = uniform(3.0, 12.0);
         Shift { blur, gamma, contrast, brightness, light_strength, light_angle, vignette, noise }

@@ -24,7 +24,7 @@ export function drawShift(rng) {
   const contrast = uniform(0.45, 0.9);
   const brightness = uniform(0, 1) < 0.5 ? uniform(60, 95) : uniform(150, 175);
   const lightStrength = uniform(0.15, 0.45);
-  const lightAngle = uniform(-3.14, 3.14);
+  const lightAngle = uniform(-Math.PI, Math.PI);
   const vignette = uniform(0, 0.4);
   const noise = uniform(3, 12);
   return { blur, gamma, contrast, brightness, lightStrength, lightAngle, vignette, noise };

@@ -646,10 +646,10 @@ fn calibrate_model(args: CalibrateArgs) -> Result<()> {
         None => println!("no held-out captures: every expression needs two or more captures to score the calibration"),
     }
     println!(
-        "reference faces ({} ordinary faces shipped with fer): {} read by the calibrated weights, so at most {} points lost on them",
+        "reference faces ({} ordinary faces shipped with fer): {} read by the calibrated weights, so at most {:.1} points lost on them",
         report.reference_faces.faces,
         percent(report.reference_faces.read_personally),
-        format!("{:.1}", report.reference_faces.read_personally * 100.0)
+        report.reference_faces.read_personally * 100.0
     );
     if let Some(scores) = &report.reference_accuracy {
         println!(
