@@ -137,13 +137,13 @@ window.calibrateNoise = async () => {
 };
 
 /**
- * Calibrates the fast model to one "person": captures of FER2013 faces seen through a shift,
+ * Calibrates `model` ('fast' or 'default') to one "person": captures of FER2013 faces seen through a shift,
  * `{ faces, labels }` each set (faces: arrays of 2304 grey levels). Resolves to the accuracies
  * before and after on the held-out captures (the library's own split), on other faces under
  * the same shift (fresh), and on the captures and the fresh faces without it.
  */
-window.calibrateShifted = async ({ captures, capturesUnshifted, fresh, freshUnshifted }) => {
-  const fer = await load({ model: 'fast' });
+window.calibrateShifted = async ({ captures, capturesUnshifted, fresh, freshUnshifted }, model = 'fast') => {
+  const fer = await load({ model });
   const accuracy = async ({ faces, labels }) => {
     const probabilities = await fer.classify(Uint8Array.from(faces.flat()));
     let right = 0;
