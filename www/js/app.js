@@ -36,7 +36,7 @@ async function main() {
   const registry = new ModelRegistry(fer, document.querySelector('#model-select'), document.querySelector('#model-info'));
   await registry.loadShipped(FIRST_MODEL, { bytes: firstModel });
   const camera = document.querySelector('#camera');
-  const recognizer = await setupCamera({ section: camera, registry, emotions: fer.emotions() });
+  const recognizer = await setupCamera({ section: camera, registry, emotions: fer.emotions(), layout: fer.cameraLayout() });
   const training = await setupTraining({ fer, registry });
   startWhenApproached(document.querySelector('#data'), training.worker);
   await setupCalibration({ fer, recognizer, registry, camera });

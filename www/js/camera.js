@@ -31,8 +31,6 @@ const STATE_MESSAGES = {
 
 // Photos are shown at most this wide and high (the library scales what it classifies itself).
 const MAX_PHOTO_SIDE = 1280;
-const MAX_FACES = 4;
-const CROP_SIDE = 48;
 const FACE_COLOURS = ['#3a6df0', '#e0692f', '#2fa36b', '#b23ad0'];
 
 function describeError(error) {
@@ -111,9 +109,9 @@ class FaceCard {
  * the faces (the library's worker holds a copy of it). Resolves to the library's recognizer
  * (calibration uses it too), or null when the camera could not start.
  */
-export async function setupCamera({ section, registry, emotions }) {
+export async function setupCamera({ section, registry, emotions, layout }) {
   try {
-    return await runCamera({ section, registry, emotions });
+    return await runCamera({ section, registry, emotions, layout });
   } catch (error) {
     // The rest of the page keeps working without the camera.
     section.dataset.state = 'unavailable';
@@ -130,7 +128,7 @@ function currentModelBytes(registry) {
   return model.toBytes(model.storedPrecision());
 }
 
-async function runCamera({ section, registry, emotions }) {
+async function runCamera({ section, registry, emotions, layout: { maxFaces, cropSide } }) {
   const $ = (selector) => section.querySelector(selector);
   const startButton = $('#camera-start');
   const stopButton = $('#camera-stop');
@@ -150,9 +148,9 @@ async function runCamera({ section, registry, emotions }) {
   // A reload may keep the mirror box ticked.
   const fer = await load({ model: currentModelBytes(registry), mirror: mirrorTta.checked });
 
-  const cards = Array.from({ length: MAX_FACES }, (_, i) => new FaceCard(i, emotions, CROP_SIDE));
+  const cards = Array.from({ length: maxFaces }, (_, i) => new FaceCard(i, emotions, cropSide));
   faceList.append(...cards.map((card) => card.root));
-  const boxNodes = Array.from({ length: MAX_FACES }, (_, i) => {
+  const boxNodes = Array.from({ length: maxFaces }, (_, i) => {
     const box = element('div', 'camera-box');
     box.style.setProperty('--face-colour', FACE_COLOURS[i]);
     box.append(element('span', 'camera-box-label'));
@@ -210,7 +208,7 @@ async function runCamera({ section, registry, emotions }) {
       box.firstChild.textContent = `${i + 1} · ${emotions[EXPRESSIONS.indexOf(face.expression)]}`;
       box.hidden = false;
     });
-    section.dataset.faces = String(Math.min(faces.length, MAX_FACES));
+    section.dataset.faces = String(Math.min(faces.length, maxFaces));
     noFace.hidden = faces.length > 0;
     const rate = isVideo ? ` · ${fps.value.toFixed(0)} frames/s` : '';
     // Smoothed, the whole-frame flag becomes the share of recent frames searched whole.

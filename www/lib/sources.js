@@ -77,18 +77,18 @@ export async function frameOf(source, { maxSide = Infinity } = {}) {
       throw unreadable(`The image ${source.currentSrc || source.src} did not load or decode: check its URL and format.`, error);
     }
   }
-  let size = has('Blob') && source instanceof Blob ? null : sizeOf(source);
-  if (!(has('Blob') && source instanceof Blob)) {
-    if (!size || size.width === 0 || size.height === 0) {
-      const video = has('HTMLVideoElement') && source instanceof HTMLVideoElement;
-      throw unreadable(video
-        ? 'The video has no frame yet: call this once it has fired "loadeddata" (readyState ≥ 2).'
-        : 'The image is empty or has not loaded: wait for its "load" event.');
-    }
+  // A Blob's size is known once it is decoded.
+  const isBlob = has('Blob') && source instanceof Blob;
+  const size = isBlob ? null : sizeOf(source);
+  if (!isBlob && !(size?.width > 0 && size?.height > 0)) {
+    const video = has('HTMLVideoElement') && source instanceof HTMLVideoElement;
+    throw unreadable(video
+      ? 'The video has no frame yet: call this once it has fired "loadeddata" (readyState ≥ 2).'
+      : 'The image is empty or has not loaded: wait for its "load" event.');
   }
   try {
     let bitmap = await createImageBitmap(source);
-    size ??= { width: bitmap.width, height: bitmap.height };
+    const sourceWidth = size?.width ?? bitmap.width;
     const scale = Math.max(1, Math.max(bitmap.width, bitmap.height) / maxSide);
     if (scale > 1) {
       const resized = await createImageBitmap(bitmap, {
@@ -99,7 +99,7 @@ export async function frameOf(source, { maxSide = Infinity } = {}) {
       bitmap.close();
       bitmap = resized;
     }
-    return { bitmap, width: bitmap.width, height: bitmap.height, scale: size.width / bitmap.width };
+    return { bitmap, width: bitmap.width, height: bitmap.height, scale: sourceWidth / bitmap.width };
   } catch (error) {
     if (error?.name === 'SecurityError') {
       throw unreadable('The image comes from another origin without CORS, so its pixels cannot be read: serve it with Access-Control-Allow-Origin and set crossorigin="anonymous" on the element.', error);
